@@ -1,0 +1,262 @@
+"""Configuration: one schema (key, type, default, help) validates config.toml,
+builds the frozen :class:`Config`, and generates the configuration reference.
+
+A missing required key, a value of the wrong type, or a key the schema does not know
+is a :class:`ConfigError` whose message is one line naming the file, the key and the
+problem. Relative paths resolve against the folder of the config file.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ENV_VAR = "MAILSERVER_CONFIG"
+DEFAULT_PATH = Path("config.toml")
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; str() is one line for the operator."""
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "(required)"
+
+
+REQUIRED: Any = _Required()
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    """One configuration key.
+
+    ``type`` is one of "str", "int", "float", "bool", "path", "str_list" or a tuple of
+    allowed strings (a choice). ``default`` is REQUIRED for keys that must be present.
+    """
+
+    name: str  # dotted: section.key or section.sub.key
+    type: str | tuple[str, ...]
+    default: Any
+    help: str
+    minimum: float | None = None
+
+
+LISTENERS: dict[str, tuple[int, str]] = {
+    "smtp": (3025, "SMTP inbound (MX role): mail for local domains, no AUTH needed; STARTTLS offered"),
+    "submission": (3587, "SMTP submission with STARTTLS (RFC 6409); AUTH required before MAIL"),
+    "submissions": (3465, "SMTP submission over implicit TLS (RFC 8314)"),
+    "imap": (3143, "IMAP with STARTTLS"),
+    "imaps": (3993, "IMAP over implicit TLS"),
+    "http": (8080, "HTTP: health check (/healthz), later autoconfig, CalDAV and metrics"),
+}
+
+
+def _listener_keys() -> list[Key]:
+    keys: list[Key] = []
+    for name, (port, what) in LISTENERS.items():
+        keys += [
+            Key(f"listeners.{name}.enabled", "bool", True, f"Start the {name} listener: {what}."),
+            Key(f"listeners.{name}.host", "str", "127.0.0.1", f"Address the {name} listener binds to."),
+            Key(f"listeners.{name}.port", "int", port, f"TCP port of the {name} listener (0 = any free port).", 0),
+        ]
+    return keys
+
+
+SCHEMA: tuple[Key, ...] = (
+    Key("server.hostname", "str", REQUIRED, "Name of this server: SMTP greeting, Received: headers, self-signed certificate."),
+    Key("server.domain", "str", REQUIRED, "Primary local domain, created in the store on first start. More with `mailserver domain add`."),
+    Key("server.data_dir", "path", "data", "Folder for the database and generated TLS files (relative to this file)."),
+    Key("server.log_format", ("text", "json"), "text", "Log lines on stderr: plain text or one JSON object per line."),
+    Key("server.log_level", ("debug", "info", "warning", "error"), "info", "Lowest level that is logged."),
+    Key("server.shutdown_grace_seconds", "float", 10.0, "On SIGTERM/SIGINT, how long in-flight sessions may finish before they are cut.", 0),
+    Key("storage.backend", ("sqlite",), "sqlite", "Storage engine. sqlite is the embedded default."),
+    Key("storage.path", "path", "data/mail.sqlite3", "SQLite database file (relative to this file)."),
+    Key("tls.cert_file", "path", "", "PEM certificate chain. Empty: a self-signed certificate for server.hostname is created under data_dir/tls/."),
+    Key("tls.key_file", "path", "", "PEM private key matching tls.cert_file. Empty with cert_file empty: generated."),
+    Key("limits.message_size", "int", 26_214_400, "Largest message accepted, in octets (SMTP SIZE, IMAP APPEND).", 1024),
+    Key("limits.max_recipients", "int", 1000, "Most RCPT TO per SMTP transaction; more get 452 4.5.3.", 1),
+    Key("limits.max_line_length", "int", 4096, "Longest SMTP line in octets, CRLF excluded (RFC 5321 allows 998; real mail sometimes exceeds it).", 1000),
+    Key("limits.max_header_size", "int", 102_400, "Largest header section of a message, in octets.", 1024),
+    Key("limits.max_hops", "int", 100, "Received: headers allowed before 554 5.4.6 Routing loop detected (RFC 5321 §6.3).", 1),
+    Key("licences.seats", "int", 25, "Licence seats in the pool: how many users may be licensed (and so log in).", 0),
+    Key("auth.allow_plaintext_on_loopback", "bool", True, "Offer AUTH/LOGIN without TLS to clients connecting from 127.0.0.0/8 or ::1 (handy for tests)."),
+    Key("auth.failure_delay_seconds", "float", 1.0, "Every failed authentication is answered after this delay, whatever the reason.", 0),
+    Key("auth.max_failures", "int", 10, "Failures from one client address, or against one account, before further attempts are refused.", 1),
+    Key("auth.failure_window_seconds", "float", 300.0, "Window in which failures are counted.", 1),
+    Key("auth.lockout_seconds", "float", 300.0, "How long attempts are refused after max_failures.", 0),
+    *_listener_keys(),
+)
+
+_BY_NAME: dict[str, Key] = {k.name: k for k in SCHEMA}
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    name: str
+    enabled: bool
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The validated configuration. ``values`` holds every schema key (dotted name)."""
+
+    path: Path
+    values: Mapping[str, Any]
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    @property
+    def hostname(self) -> str:
+        return str(self.values["server.hostname"])
+
+    @property
+    def domain(self) -> str:
+        return str(self.values["server.domain"]).lower()
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.values["server.data_dir"])
+
+    @property
+    def storage_path(self) -> Path:
+        return Path(self.values["storage.path"])
+
+    @property
+    def seats(self) -> int:
+        return int(self.values["licences.seats"])
+
+    def listener(self, name: str) -> Listener:
+        return Listener(
+            name,
+            bool(self.values[f"listeners.{name}.enabled"]),
+            str(self.values[f"listeners.{name}.host"]),
+            int(self.values[f"listeners.{name}.port"]),
+        )
+
+    @property
+    def listeners(self) -> list[Listener]:
+        return [self.listener(n) for n in LISTENERS]
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with dotted keys changed (tests and --ephemeral use this)."""
+        values = dict(self.values)
+        for dotted, value in changes.items():
+            key = dotted.replace("__", ".")
+            if key not in _BY_NAME:
+                raise ConfigError(f"{self.path}: unknown key {key!r}")
+            values[key] = value
+        return Config(self.path, values)
+
+
+def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """--config wins, then $MAILSERVER_CONFIG, then ./config.toml."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env)
+    return DEFAULT_PATH
+
+
+def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for k, v in table.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, dict) and not any(key.name == name for key in SCHEMA):
+            sub = _flatten(v, name + ".")
+            if not sub:
+                flat[name] = v
+            flat.update(sub)
+        else:
+            flat[name] = v
+    return flat
+
+
+def _type_name(t: str | tuple[str, ...]) -> str:
+    if isinstance(t, tuple):
+        return "one of " + ", ".join(repr(c) for c in t)
+    return {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false",
+            "path": "a path string", "str_list": "a list of strings"}[t]
+
+
+def _check(key: Key, value: Any, base: Path, where: str) -> Any:
+    t = key.type
+    ok: bool
+    if isinstance(t, tuple):
+        ok = isinstance(value, str) and value in t
+    elif t == "bool":
+        ok = isinstance(value, bool)
+    elif t == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif t == "float":
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif t in ("str", "path"):
+        ok = isinstance(value, str)
+    elif t == "str_list":
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+    else:  # pragma: no cover - schema bug
+        raise AssertionError(t)
+    if not ok:
+        raise ConfigError(f"{where}: key {key.name!r} must be {_type_name(t)}, got {value!r}")
+    if key.minimum is not None and value < key.minimum:
+        raise ConfigError(f"{where}: key {key.name!r} must be at least {key.minimum:g}, got {value!r}")
+    if t == "path" and value:
+        p = Path(value).expanduser()
+        value = p if p.is_absolute() else (base / p)
+    return value
+
+
+def parse(text: str, path: Path) -> Config:
+    """Validate TOML text as if read from ``path``. Raises ConfigError."""
+    where = str(path)
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{where}: not valid TOML: {e}") from None
+    flat = _flatten(raw)
+    for name in flat:
+        if name not in _BY_NAME:
+            raise ConfigError(f"{where}: unknown key {name!r}")
+    base = path.resolve().parent
+    values: dict[str, Any] = {}
+    for key in SCHEMA:
+        if key.name in flat:
+            values[key.name] = _check(key, flat[key.name], base, where)
+        elif key.default is REQUIRED:
+            raise ConfigError(f"{where}: missing required key {key.name!r} ({key.help})")
+        else:
+            values[key.name] = _check(key, key.default, base, where)
+    if not values["server.domain"] or "@" in values["server.domain"]:
+        raise ConfigError(f"{where}: key 'server.domain' must be a domain name, got {values['server.domain']!r}")
+    return Config(path, values)
+
+
+def load(explicit: str | os.PathLike[str] | None = None) -> Config:
+    """Read and validate the config file chosen by :func:`config_path`. Raises ConfigError."""
+    path = config_path(explicit)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found (use --config PATH or ${ENV_VAR})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read config file: {e}") from None
+    return parse(text, path)
+
+
+def reference_markdown() -> str:
+    """The configuration reference table, generated from the schema (used in README)."""
+    lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for k in SCHEMA:
+        t = "|".join(k.type) if isinstance(k.type, tuple) else k.type
+        d = "required" if k.default is REQUIRED else f"`{k.default!r}`".replace("'", '"')
+        lines.append(f"| `{k.name}` | {t} | {d} | {k.help} |")
+    return "\n".join(lines)

@@ -1,0 +1,25 @@
+"""Errors raised by every storage backend (never driver exceptions)."""
+
+
+class StorageError(Exception):
+    """Base class. ``str(err)`` is a message an operator can read."""
+
+
+class NotFound(StorageError):
+    """The named domain, account, folder, message or queue entry does not exist."""
+
+
+class AlreadyExists(StorageError):
+    """An address, domain, alias or folder with that name already exists."""
+
+
+class Conflict(StorageError):
+    """The change breaks an invariant (wrong account kind, list cycle, non-empty target...)."""
+
+
+class SeatsExhausted(StorageError):
+    """Assigning a licence would exceed the configured seat pool."""
+
+
+class Unavailable(StorageError):
+    """The store cannot be reached right now; the caller should answer with a temporary failure."""

@@ -1,0 +1,249 @@
+"""The storage interfaces, in domain terms.
+
+Every backend (``storage/sqlite``, later ``storage/postgres``) implements :class:`Store`
+and passes ``tests/storage/test_contract.py`` unchanged. Rules for all backends:
+
+* one method call is one atomic transaction: it happens entirely or not at all;
+* a change is committed durably before the method returns and before any listener
+  registered with :meth:`MailStore.add_listener` is told about it;
+* addresses are compared case-insensitively and stored lower-cased;
+* errors are the classes in :mod:`storage.errors`, never driver exceptions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+from storage.types import (
+    Account,
+    AccountKind,
+    Alias,
+    DeliveryResult,
+    FlagChange,
+    Folder,
+    Grant,
+    LocalRecipient,
+    MessageMeta,
+    QueueEntry,
+    Right,
+)
+
+FlagMode = Literal["add", "remove", "replace"]
+
+
+class Directory(Protocol):
+    """Domains, accounts, aliases, grants, list members and licences."""
+
+    async def version(self) -> int:
+        """A number that changes whenever anything in the directory changes (any process).
+
+        Caches compare it to know when to reload; it is cheap to call.
+        """
+
+    # -- domains
+    async def add_domain(self, name: str) -> None:
+        """Raises AlreadyExists."""
+
+    async def remove_domain(self, name: str) -> None:
+        """Raises NotFound; Conflict while accounts of the domain exist."""
+
+    async def list_domains(self) -> list[str]: ...
+
+    # -- accounts
+    async def create_account(
+        self,
+        address: str,
+        kind: AccountKind,
+        display_name: str = "",
+        *,
+        password_hash: str | None = None,
+        licensed: bool = False,
+        settings: dict[str, Any] | None = None,
+        max_seats: int | None = None,
+    ) -> Account:
+        """Create an account; user, shared and room accounts get DEFAULT_FOLDERS.
+
+        ``licensed`` is only allowed for users, and with ``max_seats`` given the seat
+        count is checked in the same transaction.
+        Raises AlreadyExists (address or alias taken), NotFound (domain not local),
+        SeatsExhausted, Conflict (licence on a non-user).
+        """
+
+    async def get_account(self, address: str) -> Account | None:
+        """The account with exactly this address (aliases are not followed)."""
+
+    async def get_account_by_id(self, account_id: int) -> Account | None: ...
+
+    async def resolve(self, address: str) -> Account | None:
+        """The account an address reaches: itself, or the target of an alias."""
+
+    async def list_accounts(self, kind: AccountKind | None = None) -> list[Account]:
+        """All accounts (of one kind), ordered by address."""
+
+    async def remove_account(self, address: str) -> None:
+        """Delete the account, its folders, messages, aliases, grants and memberships.
+
+        Raises NotFound.
+        """
+
+    async def set_password_hash(self, address: str, password_hash: str | None) -> None:
+        """Raises NotFound; Conflict if the account is not a user."""
+
+    async def set_enabled(self, address: str, enabled: bool) -> None:
+        """Raises NotFound."""
+
+    async def set_licensed(self, address: str, licensed: bool, max_seats: int) -> None:
+        """Assign or remove a licence seat.
+
+        The seat count is checked inside the same transaction, so two concurrent
+        assignments can never exceed ``max_seats``. Raises NotFound, Conflict (not a
+        user), SeatsExhausted.
+        """
+
+    async def count_licensed(self) -> int: ...
+
+    async def update_settings(self, address: str, changes: dict[str, Any]) -> Account:
+        """Merge ``changes`` into the account's settings (a value of None deletes the key)."""
+
+    async def set_display_name(self, address: str, display_name: str) -> None: ...
+
+    # -- aliases
+    async def add_alias(self, alias: str, target: str) -> None:
+        """Raises AlreadyExists (alias is an address or alias), NotFound (target, domain)."""
+
+    async def remove_alias(self, alias: str) -> None:
+        """Raises NotFound."""
+
+    async def list_aliases(self, target: str | None = None) -> list[Alias]: ...
+
+    # -- grants
+    async def grant(self, mailbox: str, user: str, rights: Iterable[Right]) -> frozenset[Right]:
+        """Add rights; return the rights the user now holds on the mailbox.
+
+        Raises NotFound; Conflict when ``user`` is not a user or ``mailbox`` is a user.
+        """
+
+    async def revoke(self, mailbox: str, user: str, rights: Iterable[Right]) -> frozenset[Right]:
+        """Remove rights; return what remains. Raises NotFound."""
+
+    async def rights(self, mailbox: str, user: str) -> frozenset[Right]:
+        """The rights ``user`` holds on ``mailbox`` (empty when none or unknown)."""
+
+    async def grants_on(self, mailbox: str) -> list[Grant]: ...
+
+    async def grants_of(self, user: str) -> list[Grant]: ...
+
+    # -- distribution list members (addresses: local accounts, aliases or external)
+    async def add_members(self, list_address: str, members: Sequence[str]) -> None:
+        """Raises NotFound (list), Conflict (not a list, or the list would contain itself,
+        directly or through nested lists), AlreadyExists (already a member)."""
+
+    async def remove_members(self, list_address: str, members: Sequence[str]) -> None:
+        """Raises NotFound (list or member)."""
+
+    async def members(self, list_address: str) -> list[str]:
+        """Direct members, ordered as added."""
+
+    async def lists_containing(self, address: str) -> list[str]: ...
+
+
+class MailStore(Protocol):
+    """Folders and messages of user, shared and room mailboxes."""
+
+    def add_listener(self, listener: Callable[[int], None]) -> None:
+        """Call ``listener(folder_id)`` (on the event loop) after each committed change
+        to a folder's messages, flags or counters."""
+
+    def remove_listener(self, listener: Callable[[int], None]) -> None: ...
+
+    # -- folders
+    async def list_folders(self, account_id: int) -> list[Folder]:
+        """Folders with message and unseen counts, ordered by name (INBOX first)."""
+
+    async def get_folder(self, account_id: int, name: str) -> Folder | None:
+        """``name`` "inbox" in any case means INBOX."""
+
+    async def create_folder(self, account_id: int, name: str) -> Folder:
+        """Raises AlreadyExists. A new folder gets a fresh UIDVALIDITY."""
+
+    async def delete_folder(self, account_id: int, name: str) -> None:
+        """Raises NotFound; Conflict for INBOX."""
+
+    async def rename_folder(self, account_id: int, old: str, new: str) -> None:
+        """Rename (with children ``old/...``). Renaming INBOX moves its messages to a
+        new folder ``new`` and leaves INBOX empty (RFC 3501 §6.3.5)."""
+
+    async def set_subscribed(self, account_id: int, name: str, subscribed: bool) -> None: ...
+
+    # -- messages
+    async def append(
+        self,
+        folder_id: int,
+        body: bytes,
+        flags: Iterable[str] = (),
+        internal_date: datetime | None = None,
+    ) -> MessageMeta:
+        """Store a message; its UID is the folder's uidnext, which then grows."""
+
+    async def list_messages(self, folder_id: int, *, changed_since: int | None = None) -> list[MessageMeta]:
+        """All messages of the folder by ascending UID (only those with modseq > changed_since)."""
+
+    async def get_body(self, blob_id: str) -> bytes:
+        """Raises NotFound."""
+
+    async def store_flags(
+        self,
+        folder_id: int,
+        uids: Sequence[int],
+        mode: FlagMode,
+        flags: Iterable[str],
+        *,
+        unchanged_since: int | None = None,
+    ) -> tuple[list[FlagChange], list[int]]:
+        """Change flags; return (changes applied, UIDs refused by UNCHANGEDSINCE).
+
+        Each changed message gets a new modseq (RFC 7162). Messages whose flags
+        do not change are not in the result and keep their modseq.
+        """
+
+    async def expunge(self, folder_id: int, uids: Sequence[int] | None = None) -> list[int]:
+        """Remove messages flagged \\Deleted (only those in ``uids`` when given);
+        return the removed UIDs ascending."""
+
+    async def copy(self, src_folder_id: int, uids: Sequence[int], dst_folder_id: int) -> list[tuple[int, int]]:
+        """Copy; return (source UID, new UID) pairs. The body is not duplicated."""
+
+    async def move(self, src_folder_id: int, uids: Sequence[int], dst_folder_id: int) -> list[tuple[int, int]]:
+        """Copy then expunge the sources in one transaction (RFC 6851)."""
+
+    # -- local delivery
+    async def deliver(
+        self,
+        body: bytes,
+        recipients: Sequence[LocalRecipient],
+        *,
+        mail_from: str = "",
+        remote_recipients: Sequence[str] = (),
+        internal_date: datetime | None = None,
+    ) -> DeliveryResult:
+        """One delivery transaction: store the body once, add it to every recipient
+        folder, and enqueue ``remote_recipients`` for outbound delivery, all in one
+        durable commit. Nothing is visible before it returns; if it raises, nothing
+        was written. Concurrent calls may share one physical commit (group commit).
+        """
+
+
+class OutboundQueue(Protocol):
+    async def list_queue(self) -> list[QueueEntry]: ...
+
+    async def get_queue_entry(self, entry_id: int) -> QueueEntry | None: ...
+
+
+class Store(Protocol):
+    directory: Directory
+    mail: MailStore
+
+    async def close(self) -> None:
+        """Finish in-flight writes and close the database."""
