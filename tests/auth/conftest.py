@@ -1,0 +1,54 @@
+"""Fixtures for auth tests: a directory, a cheap hasher, an injected clock."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from auth.accounts import AccountService
+from auth.passwords import PasswordHasher
+from storage.interfaces import Directory
+from tests.auth.fakes import FakeDirectory
+
+SEATS = 3
+
+
+class FakeClock:
+    """A monotonic clock that moves only when told (or when FakeClock.sleep is awaited)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture
+async def directory() -> AsyncIterator[Directory]:
+    yield FakeDirectory()
+
+
+@pytest.fixture(scope="session")
+def hasher() -> PasswordHasher:
+    return PasswordHasher(fast=True)
+
+
+@pytest.fixture
+async def service(directory: Directory, hasher: PasswordHasher) -> AccountService:
+    svc = AccountService(directory, hasher, seats=SEATS)
+    await svc.add_domain("example.test")
+    return svc
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
