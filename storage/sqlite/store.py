@@ -1,0 +1,98 @@
+"""Opening and closing the SQLite store."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import aiosqlite
+
+from storage.errors import StorageError
+from storage.interfaces import Directory, MailStore, OutboundQueue
+from storage.sqlite.directory import SqliteDirectory
+from storage.sqlite.mail import SqliteMailStore
+from storage.sqlite.queue import SqliteQueue
+from storage.sqlite.reader import Reader
+from storage.sqlite.schema import migrate
+from storage.sqlite.writer import Writer
+
+#: Seconds a statement waits for another process's write lock (the CLI beside the
+#: daemon) before failing with Unavailable. Long enough for any one transaction of
+#: ours; short enough that a stuck process is reported rather than hanging forever.
+BUSY_TIMEOUT_SECONDS = 10.0
+
+
+def _open_writer(path: Path) -> sqlite3.Connection:
+    """Connect, set the durability pragmas and migrate; the caller owns the result."""
+    conn = sqlite3.connect(
+        path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
+    )
+    try:
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
+        # WAL: readers and the writer do not block each other; persistent in the file.
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StorageError(f"database {path}: cannot switch to WAL mode (got {mode})")
+        # FULL: the WAL is fsynced at every commit, so a committed delivery (250 sent)
+        # survives kill -9 and power loss.
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        migrate(conn, path)
+        return conn
+    except BaseException:
+        conn.close()
+        raise
+
+
+class SqliteStore:
+    """The SQLite backend of :class:`storage.interfaces.Store`.
+
+    Attributes: ``directory`` (Directory), ``mail`` (MailStore), ``queue``
+    (OutboundQueue), ``writer`` (the write thread, with ``writer.stats``), ``path``.
+    """
+
+    def __init__(self, path: Path, reader: Reader, writer: Writer) -> None:
+        self.path = path
+        self.writer = writer
+        self._reader = reader
+        self.directory: Directory = SqliteDirectory(reader, writer)
+        self.mail: MailStore = SqliteMailStore(reader, writer)
+        self.queue: OutboundQueue = SqliteQueue(reader)
+
+    @classmethod
+    async def open(cls, path: Path) -> SqliteStore:
+        """Open the database at ``path``, creating its folder and schema when missing.
+
+        Raises StorageError with a one-line message naming the path when the folder
+        cannot be created, the file cannot be opened or written, or its schema is newer
+        than this program.
+        """
+        path = Path(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise StorageError(
+                f"cannot create database folder {path.parent}: {err.strerror or err}"
+            ) from None
+        try:
+            conn = await asyncio.to_thread(_open_writer, path)
+        except sqlite3.Error as err:
+            raise StorageError(f"cannot open database {path}: {err}") from None
+        writer = Writer(conn)
+        try:
+            rconn = await aiosqlite.connect(
+                path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None
+            )
+            rconn.row_factory = sqlite3.Row
+            await rconn.execute("PRAGMA query_only = ON")
+        except sqlite3.Error as err:
+            await writer.close()
+            raise StorageError(f"cannot open database {path}: {err}") from None
+        return cls(path, Reader(rconn), writer)
+
+    async def close(self) -> None:
+        """Finish in-flight writes, then close both connections."""
+        await self.writer.close()
+        await self._reader.close()
