@@ -1,0 +1,184 @@
+"""Incremental, sans-IO command reader (h11 style).
+
+Feed it bytes with :meth:`CommandReader.feed`; call
+:meth:`CommandReader.next_event` until it returns :data:`NEED_DATA`.  It frames
+commands (CRLF or bare LF lines plus ``{n}`` / ``{n+}`` / ``~{n}`` literals,
+RFC 3501 §4.3, RFC 7888, RFC 3516) and hands each complete command to
+:func:`.grammar.parse_command`.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .commands import Command
+from .events import (
+    NEED_DATA,
+    BadCommand,
+    CommandRejected,
+    LiteralTooBig,
+    NeedData,
+    NeedsContinuation,
+)
+from .grammar import parse_command, read_tag
+
+# Longest line (one segment between literals, without its CRLF) we buffer.
+# RFC 7162 §4 asks servers to accept command lines of at least 8192 octets;
+# a long UID set from a syncing client can be far longer, so allow 64 KiB,
+# which Dovecot also uses (imap_max_line_length).
+MAX_LINE_LENGTH = 65536
+# Default literal limit: 25 MiB, the default message size in config.toml
+# (limits.message_size).  The server may lower it before login.
+DEFAULT_MAX_LITERAL = 26_214_400
+
+# A line that ends in a literal marker, e.g. "a APPEND x {310}" or "{5+}".
+_LITERAL_AT_END = re.compile(rb"(~?)\{([0-9]{1,32})(\+?)\}\Z")
+
+Event = Command | NeedsContinuation | BadCommand | CommandRejected | LiteralTooBig | NeedData
+
+
+class CommandReader:
+    """Turns client bytes into IMAP command events.
+
+    Invariants: at most ``MAX_LINE_LENGTH`` octets of an unfinished line and
+    ``max_literal`` + 2 × ``MAX_LINE_LENGTH`` octets of one command are held;
+    after any :class:`BadCommand` or :class:`LiteralTooBig` the reader is at
+    the start of the next command.
+    """
+
+    def __init__(self, max_literal: int = DEFAULT_MAX_LITERAL) -> None:
+        #: Largest literal accepted; may be changed between commands (e.g. after login).
+        self.max_literal = max_literal
+        self._buf = bytearray()
+        self._cmd = bytearray()  # the command framed so far (lines with CRLF, literals)
+        self._tag: str | None = None
+        self._literal_left = 0  # octets of an accepted literal still to come
+        self._discard_left = 0  # octets of a refused {n+} literal still to skip
+        self._discarding = False  # skipping the rest of a refused command
+        self._skip_line = False  # skipping the rest of an overlong line
+        self._scanned = 0  # octets of _buf already searched for a line end
+
+    def feed(self, data: bytes) -> None:
+        """Append bytes received from the client."""
+        self._buf += data
+
+    @property
+    def in_command(self) -> bool:
+        """True while part of a command has been read (e.g. between a literal and its line)."""
+        return bool(self._cmd) or self._literal_left > 0
+
+    def next_event(self) -> Event:
+        """The next event, or ``NEED_DATA`` when the buffered bytes are not enough.
+
+        Never raises for client input.
+        """
+        while True:
+            if self._discard_left:
+                taken = min(self._discard_left, len(self._buf))
+                del self._buf[:taken]
+                self._discard_left -= taken
+                if self._discard_left:
+                    return NEED_DATA
+                continue
+            if self._literal_left:
+                taken = min(self._literal_left, len(self._buf))
+                self._cmd += self._buf[:taken]
+                del self._buf[:taken]
+                self._literal_left -= taken
+                if self._literal_left:
+                    return NEED_DATA
+            line = self._next_line()
+            if line is None:
+                return NEED_DATA
+            if isinstance(line, BadCommand):
+                return line
+            if self._discarding:
+                m = _LITERAL_AT_END.search(line)
+                if m and m.group(3):
+                    self._discard_left = int(m.group(2))
+                else:
+                    self._discarding = False
+                continue
+            event = self._on_line(line)
+            if event is not None:
+                return event
+
+    def read_line_raw(self) -> bytes | NeedData | BadCommand:
+        """One raw line without its line end, for AUTHENTICATE responses and IDLE's DONE.
+
+        Call only between commands.  An overlong line gives ``BadCommand(None, ...)``
+        and is skipped.
+        """
+        line = self._next_line()
+        return NEED_DATA if line is None else line
+
+    # -- internals --------------------------------------------------------
+    def _next_line(self) -> bytes | BadCommand | None:
+        """Take one line (line end removed) from the buffer; None if incomplete.
+
+        Overlong lines are skipped up to their line end and reported once.
+        """
+        while True:
+            end = self._buf.find(b"\n", self._scanned)
+            if end < 0:
+                if self._skip_line:
+                    self._buf.clear()
+                    self._scanned = 0
+                    return None
+                self._scanned = len(self._buf)
+                if self._scanned > MAX_LINE_LENGTH + 1:  # +1: a CR may end it
+                    bad = self._overlong()
+                    self._buf.clear()
+                    self._scanned = 0
+                    self._skip_line = True
+                    return bad
+                return None
+            line = bytes(self._buf[:end])
+            del self._buf[: end + 1]
+            self._scanned = 0
+            if self._skip_line:
+                self._skip_line = False
+                continue
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if len(line) > MAX_LINE_LENGTH:
+                return self._overlong(line)
+            return line
+
+    def _overlong(self, start: bytes | None = None) -> BadCommand:
+        if self._cmd:
+            tag = self._tag
+        else:
+            tag = read_tag(start if start is not None else bytes(self._buf[:MAX_LINE_LENGTH]))
+        self._reset()
+        self._discarding = False
+        return BadCommand(tag, "Command line too long")
+
+    def _reset(self) -> None:
+        self._cmd.clear()
+        self._tag = None
+        self._literal_left = 0
+
+    def _on_line(self, line: bytes) -> Event | None:
+        if not self._cmd:
+            if not line.strip():
+                return BadCommand(None, "Empty command line")
+            self._tag = read_tag(line)
+        tag = self._tag
+        self._cmd += line + b"\r\n"
+        m = _LITERAL_AT_END.search(line)
+        if m is None:
+            buf = bytes(self._cmd)
+            self._reset()
+            return parse_command(buf)
+        size, synchronizing = int(m.group(2)), not m.group(3)
+        if size > self.max_literal or len(self._cmd) + size > self.max_literal + 2 * MAX_LINE_LENGTH:
+            self._reset()
+            if not synchronizing:  # RFC 7888 §4: read and discard the literal and the command
+                self._discard_left = size
+                self._discarding = True
+            return LiteralTooBig(tag, size, synchronizing)
+        self._literal_left = size
+        if synchronizing:
+            return NeedsContinuation(tag, size)
+        return None
