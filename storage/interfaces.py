@@ -244,6 +244,7 @@ class OutboundQueue(Protocol):
 class Store(Protocol):
     directory: Directory
     mail: MailStore
+    queue: OutboundQueue
 
     async def close(self) -> None:
         """Finish in-flight writes and close the database."""
