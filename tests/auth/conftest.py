@@ -1,15 +1,16 @@
-"""Fixtures for auth tests: a directory, a cheap hasher, an injected clock."""
+"""Fixtures for auth tests: a real SQLite directory, a cheap hasher, an injected clock."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 from auth.accounts import AccountService
 from auth.passwords import PasswordHasher
 from storage.interfaces import Directory
-from tests.auth.fakes import FakeDirectory
+from storage.sqlite import SqliteStore
 
 SEATS = 3
 
@@ -33,8 +34,12 @@ class FakeClock:
 
 
 @pytest.fixture
-async def directory() -> AsyncIterator[Directory]:
-    yield FakeDirectory()
+async def directory(tmp_path: Path) -> AsyncIterator[Directory]:
+    store = await SqliteStore.open(tmp_path / "mail.db")
+    try:
+        yield store.directory
+    finally:
+        await store.close()
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from auth.accounts import AccountService, ListPolicy, SharedSettings
@@ -256,3 +258,18 @@ async def test_shared_settings_defaults_and_changes(service: AccountService) -> 
     assert SharedSettings.of(await service.get("hr@example.test")).copy_sent_as
     with pytest.raises(AccountError, match=r"all@example\.test is a distribution list, not a shared mailbox"):
         await service.set_shared_settings("all@example.test", copy_send_on_behalf=True)
+
+
+async def test_concurrent_licences_never_exceed_the_pool(service: AccountService) -> None:
+    """Two licences racing for the last seat: one wins, the other gets the seat message from the store's check."""
+    for i in range(SEATS - 1):
+        await service.add_user(f"u{i}@example.test", password="pw")
+    await service.add_user("x@example.test", licensed=False)
+    await service.add_user("y@example.test", licensed=False)
+    results = await asyncio.gather(
+        service.license("x@example.test"), service.license("y@example.test"), return_exceptions=True
+    )
+    errors = [r for r in results if isinstance(r, BaseException)]
+    assert len(errors) == 1 and isinstance(errors[0], AccountError)
+    assert str(errors[0]) == f"no licence seat free: {SEATS} of {SEATS} in use"
+    assert await service.licence_status() == (SEATS, SEATS, 0)
