@@ -13,7 +13,7 @@ import asyncio
 import getpass
 import json
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 from auth.accounts import AccountService
@@ -30,7 +30,7 @@ class CliError(Exception):
     """A failure reported as one line and exit status 1."""
 
 
-Command = Callable[[argparse.Namespace], Awaitable[int]]
+Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 
 
 # --------------------------------------------------------------------------- helpers
