@@ -57,6 +57,7 @@ class SqliteStore:
         self.path = path
         self.writer = writer
         self._reader = reader
+        self._closed = False
         self.directory: Directory = SqliteDirectory(reader, writer)
         self.mail: MailStore = SqliteMailStore(reader, writer)
         self.queue: OutboundQueue = SqliteQueue(reader)
@@ -93,6 +94,9 @@ class SqliteStore:
         return cls(path, Reader(rconn), writer)
 
     async def close(self) -> None:
-        """Finish in-flight writes, then close both connections."""
+        """Finish in-flight writes, then close both connections. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
         await self.writer.close()
         await self._reader.close()
