@@ -11,21 +11,16 @@ import binascii
 from collections.abc import Callable
 
 from . import commands as c
-from .dates import try_date_time
+from . import mailboxes as m
 from .events import BadCommand, CommandRejected
 from .fetch import parse_fetch
-from .flags import xflag_list, xflags_loose
+from .flags import xflags_loose
 from .lexer import MAX_MODSEQ, Cursor, ParseError, RejectError, is_astring_char
 from .search import parse_search
 from .sequence import xsequence_set
 
 # RFC 2971 §3.3: at most 30 field-value pairs in ID.
 ID_MAX_PAIRS = 30
-# RFC 3501 §6.3.10 status-att, plus HIGHESTMODSEQ (RFC 7162 §3.1.6).
-STATUS_ITEMS = frozenset({"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ"})
-# RFC 5258 §3.1 selection options and §3.2 return options (STATUS: RFC 5819).
-LIST_SELECTION = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH"})
-LIST_RETURNS = frozenset({"SUBSCRIBED", "CHILDREN", "SPECIAL-USE", "STATUS"})
 
 Parser = Callable[[Cursor, str], c.Command]
 
@@ -82,16 +77,6 @@ def _no_args(cls: type[c.Command]) -> Parser:
     return parse
 
 
-def _one_mailbox(cls: Callable[[str, str], c.Command]) -> Parser:
-    def parse(cur: Cursor, tag: str) -> c.Command:
-        cur.xsp()
-        mailbox = cur.xmailbox()
-        cur.xeol()
-        return cls(tag, mailbox)
-
-    return parse
-
-
 def _login(cur: Cursor, tag: str) -> c.Command:
     cur.xsp()
     userid = cur.xtext("user name")
@@ -126,124 +111,6 @@ def _authenticate(cur: Cursor, tag: str) -> c.Command:
         initial = decode_sasl(cur.buf[start : cur.pos])
     cur.xeol()
     return c.Authenticate(tag, mechanism, initial)
-
-
-def _select(cls: type[c.Select] | type[c.Examine]) -> Parser:
-    def parse(cur: Cursor, tag: str) -> c.Command:
-        cur.xsp()
-        mailbox = cur.xmailbox()
-        condstore = False
-        if not cur.at_eol():
-            cur.xsp()
-            params = cur.xlist(lambda k: k.xatom("select parameter").upper())
-            if any(p != "CONDSTORE" for p in params):
-                raise ParseError("Unsupported SELECT parameter")  # RFC 4466 §2.1
-            condstore = bool(params)
-        cur.xeol()
-        return cls(tag, mailbox, condstore)
-
-    return parse
-
-
-def _rename(cur: Cursor, tag: str) -> c.Command:
-    cur.xsp()
-    old = cur.xmailbox()
-    cur.xsp()
-    new = cur.xmailbox()
-    cur.xeol()
-    return c.Rename(tag, old, new)
-
-
-def _xstatus_items(cur: Cursor) -> tuple[str, ...]:
-    items = tuple(cur.xlist(lambda k: k.xatom("status item").upper()))
-    bad = [i for i in items if i not in STATUS_ITEMS]
-    if bad or not items:
-        raise ParseError(f"Invalid status item {bad[0]}" if bad else "Empty status item list")
-    return items
-
-
-def _list(cur: Cursor, tag: str) -> c.Command:
-    cur.xsp()
-    extended = False
-    selection: frozenset[str] = frozenset()
-    if cur.peek() == 0x28:  # RFC 5258 §3: list-select-opts
-        extended = True
-        selection = frozenset(cur.xlist(lambda k: k.xatom("selection option").upper()))
-        if selection - LIST_SELECTION:
-            raise ParseError(f"Unsupported LIST selection option {sorted(selection - LIST_SELECTION)[0]}")
-        if selection == {"RECURSIVEMATCH"}:
-            raise ParseError("RECURSIVEMATCH needs another selection option")  # RFC 5258 §3.1
-        cur.xsp()
-    reference = cur.xmailbox()
-    cur.xsp()
-    if cur.peek() == 0x28:
-        extended = True
-        patterns = tuple(cur.xlist(lambda k: k.xlist_mailbox()))
-        if not patterns:
-            raise ParseError("Empty pattern list")
-    else:
-        patterns = (cur.xlist_mailbox(),)
-    returns: set[str] = set()
-    status_items: tuple[str, ...] = ()
-    if not cur.at_eol():
-        cur.xsp()
-        if not cur.try_keyword(b"RETURN"):
-            raise ParseError("Expected RETURN")
-        extended = True
-        cur.xsp()
-
-        def option(k: Cursor) -> str:
-            nonlocal status_items
-            word = k.xatom("return option").upper()
-            if word not in LIST_RETURNS:
-                raise ParseError(f"Unsupported LIST return option {word}")
-            if word == "STATUS":  # RFC 5819: STATUS (items)
-                k.xsp()
-                status_items = _xstatus_items(k)
-            return word
-
-        returns = set(cur.xlist(option))
-    cur.xeol()
-    return c.List(tag, reference, patterns, selection, frozenset(returns), status_items, extended)
-
-
-def _lsub(cur: Cursor, tag: str) -> c.Command:
-    cur.xsp()
-    reference = cur.xmailbox()
-    cur.xsp()
-    pattern = cur.xlist_mailbox()
-    cur.xeol()
-    return c.Lsub(tag, reference, pattern)
-
-
-def _status(cur: Cursor, tag: str) -> c.Command:
-    cur.xsp()
-    mailbox = cur.xmailbox()
-    cur.xsp()
-    items = _xstatus_items(cur)
-    cur.xeol()
-    return c.Status(tag, mailbox, items)
-
-
-def _append(cur: Cursor, tag: str) -> c.Command:
-    cur.xsp()
-    mailbox = cur.xmailbox()
-    messages: list[c.AppendMessage] = []
-    while not cur.at_eol() or not messages:
-        cur.xsp()  # RFC 3502: each message is SP [flag-list SP] [date-time SP] literal
-        flags: tuple[str, ...] = ()
-        if cur.peek() == 0x28:
-            flags = xflag_list(cur)
-            cur.xsp()
-        date_time = try_date_time(cur)
-        if date_time is not None:
-            cur.xsp()
-        lit = cur.try_literal(allow_binary=True)
-        if lit is None:
-            raise ParseError("Expected message literal")
-        messages.append(c.AppendMessage(flags, date_time, lit[0], lit[1]))
-    cur.xeol()
-    return c.Append(tag, mailbox, tuple(messages))
 
 
 def _enable(cur: Cursor, tag: str) -> c.Command:
@@ -339,11 +206,11 @@ COMMANDS: dict[str, Parser] = {
     "CAPABILITY": _no_args(c.Capability), "NOOP": _no_args(c.Noop),
     "LOGOUT": _no_args(c.Logout), "STARTTLS": _no_args(c.StartTLS),
     "LOGIN": _login, "AUTHENTICATE": _authenticate, "ID": _id,
-    "SELECT": _select(c.Select), "EXAMINE": _select(c.Examine),
-    "CREATE": _one_mailbox(c.Create), "DELETE": _one_mailbox(c.Delete),
-    "RENAME": _rename, "SUBSCRIBE": _one_mailbox(c.Subscribe),
-    "UNSUBSCRIBE": _one_mailbox(c.Unsubscribe), "LIST": _list, "LSUB": _lsub,
-    "STATUS": _status, "APPEND": _append, "ENABLE": _enable,
+    "SELECT": m.select(c.Select), "EXAMINE": m.select(c.Examine),
+    "CREATE": m.one_mailbox(c.Create), "DELETE": m.one_mailbox(c.Delete),
+    "RENAME": m.rename, "SUBSCRIBE": m.one_mailbox(c.Subscribe),
+    "UNSUBSCRIBE": m.one_mailbox(c.Unsubscribe), "LIST": m.list_, "LSUB": m.lsub,
+    "STATUS": m.status, "APPEND": m.append, "ENABLE": _enable,
     "NAMESPACE": _no_args(c.Namespace), "IDLE": _no_args(c.Idle),
     "CHECK": _no_args(c.Check), "CLOSE": _no_args(c.Close),
     "UNSELECT": _no_args(c.Unselect), "EXPUNGE": _expunge,
