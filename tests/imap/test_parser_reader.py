@@ -170,3 +170,33 @@ def test_decode_sasl() -> None:
     assert decode_sasl(b"=") == b""
     with pytest.raises(ParseError):
         decode_sasl(b"not base64!")
+
+
+def test_refuse_literal_drops_the_pending_command() -> None:
+    """After NeedsContinuation the server may refuse: the client sends nothing, the next command parses."""
+    reader = CommandReader()
+    reader.feed(b"a APPEND INBOX {0}\r\n")
+    assert reader.next_event() == NeedsContinuation("a", 0)
+    reader.refuse_literal()
+    assert not reader.in_command
+    reader.feed(b"b NOOP\r\n")
+    assert reader.next_event() == Noop("b")
+    with pytest.raises(RuntimeError):
+        reader.refuse_literal()
+
+
+def test_refuse_literal_only_before_continuing() -> None:
+    """Once next_event was called after the continuation, the literal can no longer be refused."""
+    reader = CommandReader()
+    reader.feed(b"a LOGIN {5}\r\n")
+    assert reader.next_event() == NeedsContinuation("a", 5)
+    assert reader.next_event() is NEED_DATA
+    with pytest.raises(RuntimeError):
+        reader.refuse_literal()
+
+
+@pytest.mark.parametrize(("marker", "after"), [(b"{5}", b""), (b"{5+}", b"hello\r\n")])
+def test_literal_after_invalid_tag_is_refused(marker: bytes, after: bytes) -> None:
+    """A garbage line announcing a literal is BAD at once; a {n+} literal's octets are skipped."""
+    wire = b"+bad APPEND x " + marker + b"\r\n" + after + b"b NOOP\r\n"
+    assert events_every_split(wire) == [BadCommand(None, "Invalid tag"), Noop("b")]

@@ -53,6 +53,7 @@ class CommandReader:
         self._cmd = bytearray()  # the command framed so far (lines with CRLF, literals)
         self._tag: str | None = None
         self._literal_left = 0  # octets of an accepted literal still to come
+        self._announced = -1  # size of the last synchronizing literal announced
         self._discard_left = 0  # octets of a refused {n+} literal still to skip
         self._discarding = False  # skipping the rest of a refused command
         self._skip_line = False  # skipping the rest of an overlong line
@@ -70,8 +71,10 @@ class CommandReader:
     def next_event(self) -> Event:
         """The next event, or ``NEED_DATA`` when the buffered bytes are not enough.
 
-        Never raises for client input.
+        After a :class:`NeedsContinuation`, call this only once ``+`` was sent
+        (or call :meth:`refuse_literal` instead).  Never raises for client input.
         """
+        self._announced = -1
         while True:
             if self._discard_left:
                 taken = min(self._discard_left, len(self._buf))
@@ -111,6 +114,20 @@ class CommandReader:
         """
         line = self._next_line()
         return NEED_DATA if line is None else line
+
+    def refuse_literal(self) -> None:
+        """Drop the command whose synchronizing literal was just announced.
+
+        Call right after a :class:`NeedsContinuation`, instead of sending ``+``
+        when the server answers the command with a tagged BAD or NO at once
+        (RFC 3501 §7.5): the client then does not send the literal.
+
+        Raises:
+            RuntimeError: if no synchronizing literal is pending.
+        """
+        if self._announced < 0:
+            raise RuntimeError("no synchronizing literal is pending")
+        self._reset()
 
     # -- internals --------------------------------------------------------
     def _next_line(self) -> bytes | BadCommand | None:
@@ -158,6 +175,7 @@ class CommandReader:
         self._cmd.clear()
         self._tag = None
         self._literal_left = 0
+        self._announced = -1
 
     def _on_line(self, line: bytes) -> Event | None:
         if not self._cmd:
@@ -172,13 +190,22 @@ class CommandReader:
             self._reset()
             return parse_command(buf)
         size, synchronizing = int(m.group(2)), not m.group(3)
+        if tag is None:
+            # Garbage that announces a literal: refuse it now rather than
+            # inviting the octets with "+" (RFC 3501 §7.5 allows BAD instead).
+            self._refuse(size, synchronizing)
+            return BadCommand(None, "Invalid tag")
         if size > self.max_literal or len(self._cmd) + size > self.max_literal + 2 * MAX_LINE_LENGTH:
-            self._reset()
-            if not synchronizing:  # RFC 7888 §4: read and discard the literal and the command
-                self._discard_left = size
-                self._discarding = True
+            self._refuse(size, synchronizing)
             return LiteralTooBig(tag, size, synchronizing)
         self._literal_left = size
         if synchronizing:
+            self._announced = size
             return NeedsContinuation(tag, size)
         return None
+
+    def _refuse(self, size: int, synchronizing: bool) -> None:
+        self._reset()
+        if not synchronizing:  # RFC 7888 §4: read and discard the literal and the command
+            self._discard_left = size
+            self._discarding = True
