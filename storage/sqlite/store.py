@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from pathlib import Path
 
@@ -23,14 +24,14 @@ from storage.sqlite.writer import Writer
 BUSY_TIMEOUT_SECONDS = 10.0
 
 
-def _open_writer(path: Path) -> sqlite3.Connection:
+def _open_writer(path: Path, busy_timeout: float) -> sqlite3.Connection:
     """Connect, set the durability pragmas and migrate; the caller owns the result."""
     conn = sqlite3.connect(
-        path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
+        path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
     )
     try:
         conn.row_factory = sqlite3.Row
-        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
         # WAL: readers and the writer do not block each other; persistent in the file.
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
@@ -63,8 +64,11 @@ class SqliteStore:
         self.queue: OutboundQueue = SqliteQueue(reader)
 
     @classmethod
-    async def open(cls, path: Path) -> SqliteStore:
+    async def open(cls, path: Path, *, busy_timeout: float = BUSY_TIMEOUT_SECONDS) -> SqliteStore:
         """Open the database at ``path``, creating its folder and schema when missing.
+
+        ``busy_timeout`` is how long (seconds) a statement waits for another process's
+        write lock before failing with Unavailable.
 
         Raises StorageError with a one-line message naming the path when the folder
         cannot be created, the file cannot be opened or written, or its schema is newer
@@ -77,14 +81,20 @@ class SqliteStore:
             raise StorageError(
                 f"cannot create database folder {path.parent}: {err.strerror or err}"
             ) from None
+        # SQLite opens an unwritable file read-only without complaint and fails only at
+        # the first write; say so at open instead. WAL also needs a writable folder.
+        if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+            raise StorageError(f"database {path} is not readable and writable by this user")
+        if not os.access(path.parent, os.W_OK | os.X_OK):
+            raise StorageError(f"database folder {path.parent} is not writable by this user")
         try:
-            conn = await asyncio.to_thread(_open_writer, path)
+            conn = await asyncio.to_thread(_open_writer, path, busy_timeout)
         except sqlite3.Error as err:
             raise StorageError(f"cannot open database {path}: {err}") from None
         writer = Writer(conn)
         try:
             rconn = await aiosqlite.connect(
-                path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None
+                path, timeout=busy_timeout, isolation_level=None
             )
             rconn.row_factory = sqlite3.Row
             await rconn.execute("PRAGMA query_only = ON")

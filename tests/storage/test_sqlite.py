@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from storage.errors import StorageError
+from storage.errors import StorageError, Unavailable
 from storage.sqlite import SqliteStore, schema
 from storage.types import AccountKind, LocalRecipient
 
@@ -141,6 +141,23 @@ async def test_integrity_error_is_translated(sqlite_store: SqliteStore) -> None:
         await sqlite_store.writer.submit(
             lambda c: c.execute("INSERT INTO domains (name) VALUES (?)", (DOMAIN,))
         )
+
+
+async def test_locked_by_other_process_is_unavailable(tmp_path: Path) -> None:
+    """A write lock held elsewhere past busy_timeout gives Unavailable; afterwards writes work."""
+    path = tmp_path / "m.sqlite3"
+    store = await SqliteStore.open(path, busy_timeout=0.2)
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(Unavailable):
+            await store.directory.add_domain("x.test")
+        other.execute("ROLLBACK")
+        await store.directory.add_domain("x.test")
+        assert await store.directory.list_domains() == ["x.test"]
+    finally:
+        other.close()
+        await store.close()
 
 
 async def test_closed_store_refuses_writes(tmp_path: Path) -> None:
