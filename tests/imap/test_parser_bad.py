@@ -72,6 +72,7 @@ BAD: list[tuple[bytes, str | None, str]] = [
     (b"a FETCH 1 FLAGS (VANISHED)\r\n", "a", "Unsupported FETCH modifier"),
     (b"a SEARCH\r\n", "a", "Expected space"),
     (b"a SEARCH BOGUS\r\n", "a", "Unknown search key BOGUS"),
+    (b"a SEARCH ()\r\n", "a", "Empty search key list"),
     (b"a SEARCH OR SEEN\r\n", "a", "Expected space"),
     (b"a SEARCH (SEEN\r\n", "a", "Expected space"),
     (b"a SEARCH SINCE 1-Foo-2020\r\n", "a", "Invalid month"),

@@ -186,7 +186,10 @@ def xsearch_key(cur: Cursor, depth: int = 0) -> SearchKey:
     if depth > MAX_SEARCH_DEPTH:
         raise ParseError("Search criteria nested too deeply")
     if cur.peek() == 0x28:  # "("
-        return SearchAnd(tuple(cur.xlist(lambda c: xsearch_key(c, depth + 1))))
+        keys = tuple(cur.xlist(lambda c: xsearch_key(c, depth + 1)))
+        if not keys:
+            raise ParseError("Empty search key list")  # RFC 3501 §9: "(" search-key ... ")"
+        return SearchAnd(keys)
     b = cur.peek()
     if b == 0x2A or 0x30 <= b <= 0x39:
         return SearchSequence(xsequence_set(cur))
