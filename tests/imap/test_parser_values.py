@@ -49,7 +49,7 @@ def test_mutf7_round_trip(text: str) -> None:
     assert decode_mutf7(wire) == text
 
 
-@given(st.text(alphabet=st.characters(min_codepoint=0x80)))
+@given(st.text(alphabet=st.characters(min_codepoint=0x80, exclude_categories=("Cs",))))
 def test_mutf7_round_trip_non_ascii(text: str) -> None:
     """Runs of non-ASCII characters (BMP and beyond) round-trip."""
     assert decode_mutf7(encode_mutf7(text)) == text
@@ -170,3 +170,9 @@ def test_lists_flags_numbers_and_dates() -> None:
         enc.number(-1)
     value = dt.datetime(1996, 7, 17, 2, 44, 25, tzinfo=dt.timezone(dt.timedelta(hours=-7)))
     assert enc.date_time(value) == b'"17-Jul-1996 02:44:25 -0700"'
+
+
+def test_mutf7_encode_rejects_lone_surrogate() -> None:
+    """A lone surrogate has no UTF-16 form, so encoding refuses it with a ValueError."""
+    with pytest.raises(ValueError):
+        encode_mutf7("a\ud800")

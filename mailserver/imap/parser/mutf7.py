@@ -27,6 +27,9 @@ def encode_mutf7(name: str) -> bytes:
 
     Promises ``decode_mutf7(encode_mutf7(s)) == s`` for every string without
     lone surrogates.
+
+    Raises:
+        UnicodeEncodeError: (a ValueError) if ``name`` holds a lone surrogate.
     """
     out = bytearray()
     pending: list[str] = []
