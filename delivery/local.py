@@ -1,0 +1,152 @@
+"""One mail transaction, from MAIL FROM to the durable commit.
+
+A :class:`MailTransaction` collects the resolutions of its RCPT TOs, each final
+recipient once across the whole transaction (direct recipients and list members
+alike). :meth:`Delivery.commit` checks and edits the header section, then calls
+:meth:`storage.interfaces.MailStore.deliver` exactly once: the body is stored once for
+every local recipient, external recipients are queued in the same commit, and the
+caller may answer 250 only after it returned.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass, field
+
+from auth.addresses import InvalidAddress, normalize_address
+from delivery import message
+from delivery import replies as R
+from delivery.replies import Reply, ReplyError
+from delivery.routing import ListExpansion, LocalMailbox, Rejection, Relay, Router, SenderContext
+from delivery.sender import authorize_headers, check_envelope_sender
+from storage.errors import StorageError
+from storage.interfaces import Store
+from storage.types import Account, LocalRecipient, SpecialUse
+
+log = logging.getLogger(__name__)
+
+SEEN = "\\Seen"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-message limits from config ``limits.*``."""
+
+    max_recipients: int = 1000
+    max_header_size: int = 102_400
+    max_hops: int = 100
+
+
+@dataclass(eq=False)
+class MailTransaction:
+    """The envelope of one transaction and its deduplicated recipients."""
+
+    sender: SenderContext
+    mail_from: str  # as given in MAIL FROM ("" = null sender)
+    rcpts: list[str] = field(default_factory=list)  # accepted RCPT TO addresses, as given
+    local: dict[int, Account] = field(default_factory=dict)
+    remote: dict[str, None] = field(default_factory=dict)
+
+    def add(self, rcpt: str, resolution: LocalMailbox | ListExpansion | Relay) -> None:
+        """Record an accepted recipient; mailboxes and addresses already present are not added again."""
+        self.rcpts.append(rcpt)
+        if isinstance(resolution, LocalMailbox):
+            self.local.setdefault(resolution.account.id, resolution.account)
+        elif isinstance(resolution, ListExpansion):
+            for account in resolution.local:
+                self.local.setdefault(account.id, account)
+            for address in resolution.remote:
+                self.remote.setdefault(address.lower(), None)
+        else:
+            self.remote.setdefault(_lower_domain(resolution.address), None)
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    queue_id: str
+    reply: Reply
+
+
+class Delivery:
+    """Decisions and the commit for SMTP transactions; never touches a socket."""
+
+    def __init__(self, store: Store, router: Router, hostname: str, limits: Limits) -> None:
+        self._store = store
+        self.router = router
+        self._hostname = hostname
+        self.limits = limits
+
+    async def begin(self, mail_from: str, user: Account | None) -> MailTransaction:
+        """Start a transaction at MAIL FROM.
+
+        For an authenticated ``user`` the envelope sender must be one the user may use
+        (raises ReplyError 550 5.7.60).
+        """
+        if user is not None:
+            await check_envelope_sender(self._store.directory, user, mail_from)
+        try:
+            normal = normalize_address(mail_from) if mail_from else ""
+        except InvalidAddress:
+            normal = mail_from.lower()
+        return MailTransaction(SenderContext(user, normal), mail_from)
+
+    async def add_recipient(self, txn: MailTransaction, address: str) -> Reply:
+        """Resolve one RCPT TO; the reply says whether it was accepted."""
+        if len(txn.rcpts) >= self.limits.max_recipients:
+            return R.R452_4_5_3_TOO_MANY_RECIPIENTS  # RFC 5321 §4.5.3.1.10
+        resolution = await self.router.resolve(address, txn.sender)
+        if isinstance(resolution, Rejection):
+            return resolution.reply
+        txn.add(address, resolution)
+        return R.R250_2_1_5_RECIPIENT_OK
+
+    async def commit(self, txn: MailTransaction, data: bytes, trace: message.Trace) -> Committed:
+        """Check, complete and durably store the message.
+
+        Raises ReplyError for a refused message (header too large, loop, sender not
+        allowed, bad From:) and for a storage failure (451 4.3.0, logged). Returns only
+        after the store committed.
+        """
+        parts = message.split(data)
+        message.check_limits(parts, max_header_size=self.limits.max_header_size, max_hops=self.limits.max_hops)
+        header = parts.header
+        sent_copy: Account | None = None
+        user = txn.sender.user
+        if user is not None:
+            authorized = await authorize_headers(self._store.directory, user, header)
+            header = authorized.header + message.submission_fields(authorized.header, self._hostname)
+            sent_copy = authorized.sent_copy
+        queue_id = secrets.token_hex(8)
+        trace_field = message.received(trace, queue_id, txn.rcpts)
+        prefix = message.return_path(txn.mail_from) if txn.local or sent_copy else b""
+        body = prefix + trace_field + header + parts.rest
+        recipients = [LocalRecipient(account.id) for account in txn.local.values()]
+        try:
+            if sent_copy is not None:
+                recipients.append(LocalRecipient(sent_copy.id, await self._sent_folder(sent_copy), frozenset({SEEN})))
+            await self._store.mail.deliver(
+                body, recipients, mail_from=txn.mail_from, remote_recipients=list(txn.remote)
+            )
+        except StorageError as err:
+            log.error("delivery %s failed: %s", queue_id, err)
+            raise ReplyError(R.R451_4_3_0_LOCAL_ERROR, str(err)) from err
+        log.info(
+            "delivered %s from=<%s> local=%d remote=%d size=%d",
+            queue_id, txn.mail_from, len(recipients), len(txn.remote), len(body),
+        )
+        return Committed(queue_id, R.R250_2_0_0_STORED.format(id=queue_id))
+
+    async def _sent_folder(self, account: Account) -> str:
+        """The name of the account's \\Sent folder (RFC 6154), "Sent" if none is marked."""
+        for folder in await self._store.mail.list_folders(account.id):
+            if folder.special_use is SpecialUse.SENT:
+                return folder.name
+        return "Sent"
+
+
+def _lower_domain(address: str) -> str:
+    """The address with its domain lower-cased (the local part of a remote address is
+    case-sensitive, RFC 5321 §2.4)."""
+    local, at, domain = address.rpartition("@")
+    return f"{local}{at}{domain.lower()}"

@@ -1,0 +1,200 @@
+"""Recipient routing at RCPT TO: an address in, a typed resolution out.
+
+* a local user (licensed, enabled), shared mailbox or room: :class:`LocalMailbox`;
+* an alias: whatever its target resolves to;
+* a distribution list: :class:`ListExpansion` with every final recipient, after the
+  list's sender policy allowed the sender;
+* another domain: :class:`Relay` for authenticated senders, otherwise rejected;
+* anything else: :class:`Rejection` carrying its reply.
+
+Routing never writes and never talks to the client; :mod:`delivery.local` collects the
+resolutions of one transaction (deduplicating across them) and commits.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from auth.addresses import InvalidAddress, normalize_address, normalize_domain
+from auth.settings import ListPolicy
+from delivery import replies as R
+from delivery.replies import Reply
+from storage.interfaces import Directory
+from storage.types import Account, AccountKind
+
+log = logging.getLogger(__name__)
+
+#: Deepest nesting of lists expanded (mission-semantics §3.3: "maximum depth 10"); the
+#: visited set already stops cycles, the depth bounds the work a deep chain can cause.
+MAX_LIST_DEPTH = 10
+
+
+@dataclass(frozen=True, slots=True)
+class SenderContext:
+    """Who sends: the authenticated user (None: anonymous) and the envelope sender
+    (normal form when it could be normalised, "" for the null sender)."""
+
+    user: Account | None
+    mail_from: str
+
+    @property
+    def authenticated(self) -> bool:
+        return self.user is not None
+
+    def addresses(self) -> frozenset[str]:
+        """The addresses a list's allowed/blocked senders are compared with."""
+        found = {self.mail_from} if self.mail_from else set()
+        if self.user is not None:
+            found.add(self.user.address)
+        return frozenset(found)
+
+
+@dataclass(frozen=True, slots=True)
+class LocalMailbox:
+    """Deliver to the INBOX of a user, shared mailbox or room."""
+
+    account: Account
+
+
+@dataclass(frozen=True, slots=True)
+class ListExpansion:
+    """A list's final recipients: local mailboxes (each once) and external addresses."""
+
+    list: Account
+    local: tuple[Account, ...]
+    remote: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Relay:
+    """An address of another domain, for the outbound queue."""
+
+    address: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    reply: Reply
+
+
+Resolution = LocalMailbox | ListExpansion | Relay | Rejection
+
+
+def deliverable(account: Account) -> bool:
+    """True when the account receives mail: enabled, and licensed if it is a user."""
+    if not account.enabled:
+        return False
+    if account.kind is AccountKind.USER:
+        return account.licensed
+    return True
+
+
+class Router:
+    """Resolves recipients against the directory.
+
+    The local domain list is cached and reloaded when :meth:`Directory.version` changes.
+    """
+
+    def __init__(self, directory: Directory, *, max_depth: int = MAX_LIST_DEPTH) -> None:
+        self._directory = directory
+        self._max_depth = max_depth
+        self._domains: frozenset[str] = frozenset()
+        self._domains_version: int | None = None
+
+    async def local_domains(self) -> frozenset[str]:
+        """The local domains, as of the directory's current version."""
+        version = await self._directory.version()
+        if version != self._domains_version:
+            self._domains = frozenset(d.lower() for d in await self._directory.list_domains())
+            self._domains_version = version
+        return self._domains
+
+    async def is_local_domain(self, domain: str) -> bool:
+        try:
+            return normalize_domain(domain) in await self.local_domains()
+        except InvalidAddress:
+            return False
+
+    async def resolve(self, address: str, sender: SenderContext) -> Resolution:
+        """Resolve one RCPT TO address for ``sender``. Never raises for bad input."""
+        _, at, domain = address.rpartition("@")
+        if not at or not domain:
+            return Rejection(R.R553_5_1_3_BAD_ADDRESS)
+        if not await self.is_local_domain(domain):
+            if sender.authenticated:
+                return Relay(address)
+            return Rejection(R.R554_5_7_1_RELAY_DENIED)  # RFC 5321 §3.6.1: no open relay
+        try:
+            normal = normalize_address(address)
+        except InvalidAddress:
+            return Rejection(R.R550_5_1_1_USER_UNKNOWN.format(address=_printable(address)))
+        account = await self._directory.resolve(normal)
+        if account is None:
+            return Rejection(R.R550_5_1_1_USER_UNKNOWN.format(address=normal))
+        if not deliverable(account):
+            return Rejection(R.R550_5_2_1_MAILBOX_UNAVAILABLE)
+        if account.kind is not AccountKind.LIST:
+            return LocalMailbox(account)
+        refusal = list_refusal(ListPolicy.of(account), sender)
+        if refusal is not None:
+            return Rejection(refusal)
+        return await self.expand(account)
+
+    async def expand(self, dl: Account) -> ListExpansion:
+        """Every final recipient of ``dl``: nested lists expanded depth-first with a
+        visited set (so cycles end and the list never reaches itself), at most
+        ``max_depth`` levels; each mailbox and external address once; members that are
+        unknown, disabled or unlicensed are skipped (and logged)."""
+        visited: set[int] = {dl.id}
+        local: dict[int, Account] = {}
+        remote: dict[str, None] = {}
+        domains = await self.local_domains()
+
+        async def walk(current: Account, depth: int) -> None:
+            for member in await self._directory.members(current.address):
+                try:
+                    normal = normalize_address(member)
+                except InvalidAddress:
+                    log.warning("list %s: skipping malformed member %r", current.address, member)
+                    continue
+                if normal.rpartition("@")[2] not in domains:
+                    remote.setdefault(normal, None)
+                    continue
+                account = await self._directory.resolve(normal)
+                if account is None or not deliverable(account):
+                    log.info("list %s: skipping member %s (unknown or unavailable)", current.address, normal)
+                    continue
+                if account.kind is AccountKind.LIST:
+                    if account.id in visited:
+                        continue  # a cycle, or a list reached twice: expanded once
+                    if depth >= self._max_depth:
+                        log.warning("list %s: nesting deeper than %d, %s not expanded",
+                                    dl.address, self._max_depth, account.address)
+                        continue
+                    visited.add(account.id)
+                    await walk(account, depth + 1)
+                else:
+                    local.setdefault(account.id, account)
+
+        await walk(dl, 1)
+        return ListExpansion(dl, tuple(local.values()), tuple(remote))
+
+
+def list_refusal(policy: ListPolicy, sender: SenderContext) -> Reply | None:
+    """The reply refusing ``sender`` for a list with ``policy``, or None when allowed
+    (Exchange RequireSenderAuthenticationEnabled, AcceptMessagesOnlyFrom,
+    RejectMessagesFrom; mission-semantics §3.3)."""
+    if policy.require_sender_authentication and not sender.authenticated:
+        return R.R550_5_7_133_LIST_SENDER_NOT_AUTHENTICATED
+    addresses = sender.addresses()
+    if policy.blocked_senders and addresses & set(policy.blocked_senders):
+        return R.R550_5_7_1_LIST_DELIVERY_NOT_AUTHORIZED
+    if policy.allowed_senders and not addresses & set(policy.allowed_senders):
+        return R.R550_5_7_124_LIST_SENDER_NOT_ALLOWED
+    return None
+
+
+def _printable(text: str) -> str:
+    """``text`` safe to echo in a reply: printable ASCII only."""
+    return "".join(c if 32 < ord(c) < 127 and c not in "<>" else "?" for c in text)[:254]

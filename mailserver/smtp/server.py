@@ -1,0 +1,443 @@
+"""The SMTP protocol: a thin subclass of aiosmtpd's :class:`~aiosmtpd.smtp.SMTP`.
+
+What it changes in aiosmtpd, and why:
+
+* TLS state: an implicit-TLS connection (RFC 8314) counts as encrypted, so AUTH is
+  offered and works there (aiosmtpd only knows STARTTLS sessions);
+* EHLO: the extensions we implement, AUTH only over TLS or on loopback when allowed;
+* AUTH PLAIN honours the authorization identity (RFC 4616 §2), AUTH LOGIN takes both
+  the two-step and the initial-response forms; answers come from our reply table;
+* MAIL/RCPT: the null sender is accepted, parameters are checked (SIZE, BODY,
+  SMTPUTF8), decisions are the handler's;
+* DATA is read in blocks through :class:`~mailserver.smtp.data.DataReader` (only
+  CRLF.CRLF ends it; bare LF and smuggling sequences are content);
+* every reply carries an enhanced status code (RFC 2034 §3), also aiosmtpd's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import ipaddress
+import logging
+import re
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from auth.login import Principal
+from delivery import replies as R
+from delivery.local import MailTransaction
+from delivery.message import Trace
+from delivery.replies import Reply
+from mailserver.smtp.data import DataError, DataReader
+from mailserver.smtp.handler import SmtpHandler
+
+log = logging.getLogger("mailserver.smtp")
+
+#: Bytes read from the socket per DATA step, and the stream buffer size: large enough
+#: that a 64 KiB message is one or two reads (issue 9), small enough per connection.
+DATA_BLOCK = 64 * 1024
+#: RFC 5321 §4.5.3.1.4: 512 octets per command line, plus what extensions add
+#: (RFC 1870 SIZE +26, RFC 6531 SMTPUTF8 +10, RFC 6152 BODY= +14).
+MAIL_LINE_LIMIT = 512 + 26 + 10 + 14
+#: RFC 4954 §4: an AUTH command with its initial response may be 12288 octets.
+AUTH_LINE_LIMIT = 12288
+#: Longest base64 SASL response line read after a 334 challenge (same bound).
+SASL_LINE_LIMIT = 12288
+_ENHANCED = re.compile(r"^[245]\d\d[ -][245]\.\d{1,3}\.\d{1,3}( |$)")
+
+
+class SmtpSession(Session):
+    """aiosmtpd's session with who authenticated."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
+        self.principal: Principal | None = None
+
+
+def _b64(text: str) -> bytes | None:
+    """Decode a SASL response (RFC 4954 §4: "=" is an empty initial response)."""
+    if text == "=":
+        return b""
+    try:
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        return None
+
+
+def with_enhanced_code(status: str) -> str:
+    """``status`` with an enhanced status code when it is a 2xx/4xx/5xx reply without
+    one (aiosmtpd's own replies); RFC 2034 §3 asks for one in every such reply once
+    ENHANCEDSTATUSCODES is offered. The greeting and 334/354 are left alone."""
+    if _ENHANCED.match(status) or len(status) < 4 or status[:3] in ("220", "334", "354"):
+        return status
+    code = status[:3]
+    if not code.isdigit() or code[0] not in "245":
+        return status
+    enhanced = {
+        "221": "2.0.0", "250": "2.0.0", "252": "2.5.0", "500": "5.5.2", "501": "5.5.4",
+        "502": "5.5.1", "503": "5.5.1", "504": "5.5.4", "530": "5.7.0", "552": "5.3.4",
+        "554": "5.0.0", "421": "4.3.2",
+    }.get(code, f"{code[0]}.0.0")
+    return f"{code}{status[3]}{enhanced} {status[4:]}"
+
+
+class SmtpProtocol(SMTP):
+    """One SMTP connection. See the module docstring for what differs from aiosmtpd."""
+
+    line_length_limit = DATA_BLOCK  # the StreamReader's buffer limit (aiosmtpd reads it)
+
+    def __init__(self, handler: SmtpHandler, **kwargs: Any) -> None:
+        policy = handler.policy
+        # Set before aiosmtpd's __init__, which reads every attribute (inspect.getmembers).
+        self.mail_handler = handler
+        self.max_size: int = handler.max_message_size
+        self.txn: MailTransaction | None = None
+        self._registered: asyncio.BaseTransport | None = None
+        super().__init__(
+            handler,
+            data_size_limit=handler.max_message_size,
+            enable_SMTPUTF8=True,
+            decode_data=False,
+            hostname=handler.hostname,
+            ident="ESMTP ready",
+            tls_context=handler.app.ssl_context if policy.starttls else None,
+            require_starttls=False,
+            auth_required=False,  # checked at MAIL by the handler (530 5.7.0)
+            auth_require_tls=True,
+            **kwargs,
+        )
+        self.command_size_limits["MAIL"] = MAIL_LINE_LIMIT
+        self.command_size_limits["RCPT"] = MAIL_LINE_LIMIT
+        self.command_size_limits["AUTH"] = AUTH_LINE_LIMIT
+
+    # -- connection bookkeeping
+    def _create_session(self) -> Session:
+        return SmtpSession(self.loop)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._registered is None:
+            self._registered = transport
+            self.mail_handler.app.connections.add(transport)
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._registered is not None:
+            self.mail_handler.app.connections.discard(self._registered)
+        super().connection_lost(error)
+
+    def _set_post_data_state(self) -> None:
+        super()._set_post_data_state()
+        self.txn = None
+
+    def _sess(self) -> SmtpSession:
+        assert isinstance(self.session, SmtpSession)
+        return self.session
+
+    def _env(self) -> Envelope:
+        assert self.envelope is not None
+        return self.envelope
+
+    @property
+    def encrypted(self) -> bool:
+        """True on implicit TLS and after STARTTLS."""
+        return self.mail_handler.policy.implicit_tls or self._tls_protocol is not None
+
+    @property
+    def client_ip(self) -> str:
+        peer = self.session.peer if self.session else None
+        return str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+
+    @property
+    def auth_allowed(self) -> bool:
+        """RFC 4954 §4 / RFC 8314: AUTH only over TLS, or from loopback when configured."""
+        if self.encrypted:
+            return True
+        if not self.mail_handler.allow_plaintext_on_loopback:
+            return False
+        try:
+            return ipaddress.ip_address(self.client_ip).is_loopback
+        except ValueError:
+            return False
+
+    async def push(self, status: str | bytes) -> None:
+        data = with_enhanced_code(status).encode("utf-8") if isinstance(status, str) else status
+        await super().push(data)
+
+    async def reply(self, reply: Reply) -> None:
+        await self.push(reply.line())
+
+    # -- commands
+    async def smtp_EHLO(self, hostname: str | None) -> None:
+        """RFC 5321 §4.1.1.1; the extensions listed are the ones implemented."""
+        if not hostname:
+            await self.reply(R.R501_5_5_4_SYNTAX_PARAMS.format(syntax="EHLO hostname"))
+            return
+        self._set_rset_state()
+        self._sess().extended_smtp = True
+        self._sess().host_name = hostname
+        lines = [
+            self.hostname,
+            f"SIZE {self.max_size}",  # RFC 1870
+            "8BITMIME",  # RFC 6152
+            "SMTPUTF8",  # RFC 6531
+            "PIPELINING",  # RFC 2920
+            "ENHANCEDSTATUSCODES",  # RFC 2034
+        ]
+        if self.tls_context and not self.encrypted:
+            lines.append("STARTTLS")  # RFC 3207
+        if self.auth_allowed and self._sess().principal is None:
+            lines.append("AUTH PLAIN LOGIN")  # RFC 4954, RFC 4616
+        lines.append("HELP")
+        # RFC 2034 §3: no enhanced code in the EHLO reply (bytes bypass the fix-up).
+        for line in lines[:-1]:
+            await self.push(f"250-{line}".encode())
+        await self.push(f"250 {lines[-1]}".encode())
+
+    async def smtp_STARTTLS(self, arg: str | None) -> None:
+        if self.encrypted or not self.tls_context:
+            await self.reply(R.R454_4_7_0_TLS_UNAVAILABLE)
+            return
+        await super().smtp_STARTTLS(arg)
+
+    async def smtp_VRFY(self, arg: str | None) -> None:
+        # RFC 5321 §3.5.3: 252, no address harvesting.
+        await self.reply(R.R252_2_5_0_CANNOT_VRFY)
+
+    async def smtp_AUTH(self, arg: str | None) -> None:
+        """RFC 4954: AUTH PLAIN (RFC 4616) and LOGIN, with or without initial response."""
+        if not self._sess().host_name or not self._sess().extended_smtp:
+            await self.reply(R.R503_5_5_1_NEED_EHLO)
+            return
+        if not self.auth_allowed:
+            await self.reply(R.R538_5_7_11_ENCRYPTION_REQUIRED)
+            return
+        if self._sess().principal is not None:
+            await self.reply(R.R503_5_5_1_ALREADY_AUTHENTICATED)
+            return
+        if self.txn is not None:
+            await self.reply(R.R503_5_5_1_AUTH_IN_TRANSACTION)
+            return
+        args = (arg or "").split()
+        if not args or len(args) > 2:
+            await self.reply(R.R501_5_5_4_SYNTAX_PARAMS.format(syntax="AUTH mechanism [initial-response]"))
+            return
+        mechanism = args[0].upper()
+        initial = args[1] if len(args) == 2 else None
+        if mechanism == "PLAIN":
+            creds = await self._sasl_plain(initial)
+        elif mechanism == "LOGIN":
+            creds = await self._sasl_login(initial)
+        else:
+            await self.reply(R.R504_5_5_4_AUTH_MECHANISM)
+            return
+        if creds is None:
+            return  # the reply was written
+        authzid, username, password = creds
+        outcome = await self.mail_handler.authenticate(username, password, authzid, self.client_ip)
+        if outcome.principal is not None:
+            self._sess().principal = outcome.principal
+            self._sess().authenticated = True
+            self._sess().login_data = outcome.principal.user.address
+        await self.reply(outcome.reply)
+
+    async def _challenge(self, prompt: bytes) -> bytes | None:
+        """Send a 334 challenge and read the response; None after writing an error reply."""
+        await self.push(b"334 " + base64.b64encode(prompt))
+        try:
+            line = await self._reader.readuntil(b"\n")
+        except asyncio.LimitOverrunError:
+            await self.reply(R.R500_5_5_2_LINE_TOO_LONG)
+            return None
+        text = line.strip().decode("ascii", "replace")
+        if text == "*":
+            await self.reply(R.R501_5_7_0_AUTH_ABORTED)
+            return None
+        decoded = _b64(text) if text != "=" else None
+        if decoded is None:
+            await self.reply(R.R501_5_5_2_CANNOT_DECODE)
+        return decoded
+
+    async def _sasl_plain(self, initial: str | None) -> tuple[str | None, str, str] | None:
+        """RFC 4616 §2: message = [authzid] NUL authcid NUL passwd."""
+        data = _b64(initial) if initial is not None else await self._challenge(b"")
+        if data is None:
+            if initial is not None:
+                await self.reply(R.R501_5_5_2_CANNOT_DECODE)
+            return None
+        parts = data.split(b"\x00")
+        if len(parts) != 3:
+            await self.reply(R.R501_5_5_2_CANNOT_DECODE)
+            return None
+        try:
+            authzid, authcid, password = (p.decode("utf-8") for p in parts)
+        except UnicodeDecodeError:
+            await self.reply(R.R501_5_5_2_CANNOT_DECODE)
+            return None
+        return (authzid or None), authcid, password
+
+    async def _sasl_login(self, initial: str | None) -> tuple[str | None, str, str] | None:
+        """LOGIN (draft-murchison-sasl-login): username then password, each base64."""
+        if initial is not None:
+            username = _b64(initial)
+            if username is None:
+                await self.reply(R.R501_5_5_2_CANNOT_DECODE)
+                return None
+        else:
+            username = await self._challenge(b"Username:")
+            if username is None:
+                return None
+        password = await self._challenge(b"Password:")
+        if password is None:
+            return None
+        try:
+            return None, username.decode("utf-8"), password.decode("utf-8")
+        except UnicodeDecodeError:
+            await self.reply(R.R501_5_5_2_CANNOT_DECODE)
+            return None
+
+    def _path(self, arg: str | None, keyword: str) -> tuple[str, list[str]] | Reply:
+        """Parse ``FROM:<path> params`` / ``TO:<path> params`` (RFC 5321 §4.1.2)."""
+        syntax = R.R501_5_5_4_SYNTAX_PARAMS.format(syntax=f"{'MAIL FROM' if keyword == 'FROM:' else 'RCPT TO'}:<address>")
+        if arg is None:
+            return syntax
+        rest = self._strip_command_keyword(keyword, arg)
+        if rest is None or not rest.lstrip().startswith("<"):
+            return syntax
+        rest = rest.lstrip()
+        if rest.startswith("<>"):
+            return "", rest[2:].split()
+        address, params = self._getaddr(rest)
+        if address is None or not address or "@" not in address:
+            return R.R553_5_1_3_BAD_ADDRESS
+        return address, (params or "").split()
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        """RFC 5321 §4.1.1.2 with SIZE (RFC 1870), BODY (RFC 6152), SMTPUTF8 (RFC 6531)."""
+        if not self._sess().host_name:
+            await self.reply(R.R503_5_5_1_NEED_EHLO)
+            return
+        if self.txn is not None:
+            await self.reply(R.R503_5_5_1_NESTED_MAIL)
+            return
+        parsed = self._path(arg, "FROM:")
+        if isinstance(parsed, Reply):
+            await self.reply(parsed)
+            return
+        address, params = parsed
+        if params and not self._sess().extended_smtp:
+            await self.reply(R.R555_5_5_4_UNKNOWN_PARAMETER.format(param=params[0][:40]))
+            return
+        smtputf8 = False
+        for param in params:
+            key, _, value = param.partition("=")
+            key = key.upper()
+            if key == "SIZE" and value.isdigit():
+                if int(value) > self.max_size:
+                    await self.reply(R.R552_5_3_4_MESSAGE_TOO_BIG)  # RFC 1870 §6.2
+                    return
+            elif key == "BODY" and value.upper() in ("7BIT", "8BITMIME"):
+                pass
+            elif key == "SMTPUTF8" and not value:
+                smtputf8 = True
+            else:
+                await self.reply(R.R555_5_5_4_UNKNOWN_PARAMETER.format(param=param[:40]))
+                return
+        if not address.isascii() and not smtputf8:
+            await self.reply(R.R553_5_6_7_SMTPUTF8_REQUIRED)
+            return
+        reply, txn = await self.mail_handler.mail(address, self._sess().principal)
+        if txn is not None:
+            self.txn = txn
+            self._env().mail_from = address
+            self._env().smtp_utf8 = smtputf8
+            self._env().mail_options.extend(params)
+        await self.reply(reply)
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        """RFC 5321 §4.1.1.3; routing and its reply are the handler's."""
+        if not self._sess().host_name:
+            await self.reply(R.R503_5_5_1_NEED_EHLO)
+            return
+        if self.txn is None:
+            await self.reply(R.R503_5_5_1_NEED_MAIL)
+            return
+        parsed = self._path(arg, "TO:")
+        if isinstance(parsed, Reply):
+            await self.reply(parsed)
+            return
+        address, params = parsed
+        if not address:
+            await self.reply(R.R553_5_1_3_BAD_ADDRESS)
+            return
+        if params:
+            await self.reply(R.R555_5_5_4_UNKNOWN_PARAMETER.format(param=params[0][:40]))
+            return
+        if not address.isascii() and not self._env().smtp_utf8:
+            await self.reply(R.R553_5_6_7_SMTPUTF8_REQUIRED)
+            return
+        reply = await self.mail_handler.rcpt(self.txn, address)
+        if reply.is_success:
+            self._env().rcpt_tos.append(address)
+        await self.reply(reply)
+
+    async def smtp_DATA(self, arg: str | None) -> None:
+        """RFC 5321 §4.1.1.4, read in blocks; 250 only after the durable commit."""
+        if not self._sess().host_name:
+            await self.reply(R.R503_5_5_1_NEED_EHLO)
+            return
+        if self.txn is None:
+            await self.reply(R.R503_5_5_1_NEED_MAIL)
+            return
+        if not self.txn.rcpts:
+            await self.reply(R.R503_5_5_1_NEED_RCPT)
+            return
+        if arg:
+            await self.reply(R.R501_5_5_4_SYNTAX_PARAMS.format(syntax="DATA"))
+            return
+        await self.reply(R.R354_START_INPUT)
+        reader = DataReader(self.max_size, self.mail_handler.max_line_length)
+        stream = self._reader
+        while not reader.done:
+            block = await stream.read(DATA_BLOCK)
+            if not block:  # EOF: the client went away mid-message; nothing is stored
+                self._writer.close()
+                return
+            used = reader.feed(block)
+            if used < len(block):
+                # Pipelined commands after the end marker (RFC 2920 §3.1) go back to
+                # the stream for the command loop.
+                stream._buffer[:0] = block[used:]  # type: ignore[attr-defined]  # aiosmtpd does the same
+            self._reset_timeout()
+        txn = self.txn
+        if reader.error is not None:
+            self._set_post_data_state()
+            await self.reply(
+                R.R552_5_3_4_MESSAGE_TOO_BIG if reader.error is DataError.TOO_BIG
+                else R.R500_5_5_6_DATA_LINE_TOO_LONG
+            )
+            return
+        reply = await self.mail_handler.data(txn, reader.message, self._trace())
+        self._set_post_data_state()
+        await self.reply(reply)
+
+    def _trace(self) -> Trace:
+        ssl_object = self.transport.get_extra_info("ssl_object") if self.transport else None
+        version = cipher = None
+        if ssl_object is not None:
+            version = ssl_object.version()
+            cipher_info = ssl_object.cipher()
+            cipher = cipher_info[0] if cipher_info else None
+        principal = self._sess().principal
+        return Trace(
+            helo=self._sess().host_name or "unknown",
+            client_ip=self.client_ip,
+            hostname=self.hostname,
+            esmtp=bool(self._sess().extended_smtp),
+            tls_version=version,
+            tls_cipher=cipher,
+            authenticated_user=principal.user.address if principal else None,
+            smtputf8=bool(self._env().smtp_utf8),
+        )
