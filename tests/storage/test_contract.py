@@ -733,3 +733,19 @@ async def test_second_store_sees_changes(backend: Backend, store: Store) -> None
         assert f is not None and f.messages == 1
     finally:
         await cli.close()
+
+
+async def test_deliver_remote_only_and_refusals(store: Store, user: Account) -> None:
+    """A remote-only delivery just queues; no recipients or a bad flag is refused, writing nothing."""
+    res = await store.mail.deliver(b"out", [], mail_from=user.address,
+                                   remote_recipients=["x@remote.test", "x@remote.test"])
+    assert res.uids == {} and res.queue_id is not None
+    entry = await store.queue.get_queue_entry(res.queue_id)
+    assert entry is not None and [r.address for r in entry.recipients] == ["x@remote.test"]
+    with pytest.raises(Conflict):
+        await store.mail.deliver(b"nowhere", [])
+    with pytest.raises(Conflict):
+        await store.mail.deliver(b"bad", [LocalRecipient(user.id, flags=frozenset({"two words"}))])
+    assert len(await store.queue.list_queue()) == 1
+    inbox = await store.mail.get_folder(user.id, "INBOX")
+    assert inbox is not None and inbox.messages == 0
