@@ -13,7 +13,7 @@ and passes ``tests/storage/test_contract.py`` unchanged. Rules for all backends:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
 from storage.types import (
@@ -27,6 +27,7 @@ from storage.types import (
     LocalRecipient,
     MessageMeta,
     QueueEntry,
+    RecipientResult,
     Right,
 )
 
@@ -184,14 +185,46 @@ class MailStore(Protocol):
         body: bytes,
         flags: Iterable[str] = (),
         internal_date: datetime | None = None,
+        *,
+        index_json: str | None = None,
     ) -> MessageMeta:
-        """Store a message; its UID is the folder's uidnext, which then grows."""
+        """Store a message; its UID is the folder's uidnext, which then grows.
+
+        ``index_json`` is the body's parsed IMAP index (see :meth:`set_index`), stored
+        with the body in the same transaction when given.
+        """
 
     async def list_messages(self, folder_id: int, *, changed_since: int | None = None) -> list[MessageMeta]:
         """All messages of the folder by ascending UID (only those with modseq > changed_since)."""
 
     async def get_body(self, blob_id: str) -> bytes:
         """Raises NotFound."""
+
+    # -- IMAP read paths (one query each, for large folders)
+    async def get_folder_by_id(self, folder_id: int) -> Folder | None:
+        """The folder with this id, with fresh counters (None once deleted)."""
+
+    async def list_uids(self, folder_id: int) -> list[int]:
+        """Every UID of the folder, ascending."""
+
+    async def first_unseen_uid(self, folder_id: int) -> int | None:
+        """The lowest UID without \\Seen, or None."""
+
+    async def fetch_range(
+        self, folder_id: int, first_uid: int, last_uid: int, *, with_index: bool = False
+    ) -> list[tuple[MessageMeta, str | None]]:
+        """Messages with ``first_uid <= uid <= last_uid`` by ascending UID, each with its
+        body's index (``index_json``; None when not asked for or not built yet)."""
+
+    async def set_index(self, items: Sequence[tuple[str, str]]) -> None:
+        """Store (blob_id, index_json) pairs in one transaction; unknown blobs are ignored.
+
+        The index is derived from the body, so it never changes once written.
+        """
+
+    async def uids_matching_index(self, folder_id: int, needle: str) -> list[int]:
+        """UIDs whose body index may contain ``needle`` (ASCII case-insensitive), plus
+        those without an index: a superset for SEARCH to check exactly."""
 
     async def store_flags(
         self,
@@ -236,9 +269,48 @@ class MailStore(Protocol):
 
 
 class OutboundQueue(Protocol):
+    """Messages waiting for outbound delivery, with per-recipient state.
+
+    Entries are created by :meth:`MailStore.deliver` (``remote_recipients``), in the
+    delivery's own commit. Invariants:
+
+    * a recipient's status moves only from "pending" to "delivered" or "failed", never
+      back; "delivered" and "failed" recipients are never claimed or sent again;
+    * an entry is claimed by at most one worker at a time: :meth:`claim_due` moves the
+      claimed entries' ``next_attempt`` forward by the lease, so a worker that dies
+      holding a claim loses it when the lease ends and the mail is tried again
+      (at-least-once across crashes; a recipient recorded "delivered" is never resent);
+    * the body (blob) stays as long as the entry exists; removing the entry frees it
+      unless a folder still holds it.
+    """
+
     async def list_queue(self) -> list[QueueEntry]: ...
 
     async def get_queue_entry(self, entry_id: int) -> QueueEntry | None: ...
+
+    async def claim_due(self, now: datetime, *, limit: int, lease: timedelta) -> list[QueueEntry]:
+        """Atomically take up to ``limit`` entries due at ``now`` (``next_attempt <= now``)
+        that still have a pending recipient or an unnotified failure, oldest due first,
+        and set their ``next_attempt`` to ``now + lease``. Returns them as they are
+        after the claim."""
+
+    async def record_results(self, entry_id: int, results: Sequence[RecipientResult]) -> None:
+        """Record one attempt's per-recipient outcomes (attempts + 1, last error) in one
+        commit. Only pending recipients change; unknown addresses are ignored."""
+
+    async def mark_notified(self, entry_id: int, addresses: Sequence[str]) -> None:
+        """Record that the sender was told (DSN) about these failed recipients."""
+
+    async def reschedule(self, entry_id: int, next_attempt: datetime, *, warned: bool | None = None) -> None:
+        """End a run on the entry: ``attempts`` + 1, next try at ``next_attempt`` (and
+        the delay-warning mark set when ``warned`` is given)."""
+
+    async def retry_now(self, now: datetime, entry_id: int | None = None) -> int:
+        """Make one entry (or all with ``entry_id`` None) due at ``now``; return how many
+        entries with pending recipients were changed."""
+
+    async def remove_queue_entry(self, entry_id: int) -> bool:
+        """Delete the entry and its recipients; False when it did not exist."""
 
 
 class Store(Protocol):

@@ -333,6 +333,8 @@ class SqliteMailStore:
         body: bytes,
         flags: Iterable[str] = (),
         internal_date: datetime | None = None,
+        *,
+        index_json: str | None = None,
     ) -> MessageMeta:
         flagset = normalize_flags(flags)
         when = internal_date or now_utc().replace(microsecond=0)
@@ -341,6 +343,11 @@ class SqliteMailStore:
         def job(conn: sqlite3.Connection) -> tuple[MessageMeta, Collection[int]]:
             _require_folder(conn, folder_id)
             blob_id = _store_blob(conn, body)
+            if index_json is not None:
+                conn.execute(
+                    "UPDATE blobs SET index_json = ? WHERE id = ? AND index_json IS NULL",
+                    (index_json, blob_id),
+                )
             uid, modseq = _insert_message(conn, folder_id, blob_id, flagset, date)
             meta = MessageMeta(uid, flagset, decode_date(date), modseq, len(body), blob_id)
             return meta, (folder_id,)
@@ -363,6 +370,66 @@ class SqliteMailStore:
         if row is None:
             raise NotFound(f"no message body {blob_id}")
         return bytes(row[0])
+
+    async def get_folder_by_id(self, folder_id: int) -> Folder | None:
+        row = await self._r.one(f"SELECT {_FOLDER_COLUMNS} FROM folders WHERE id = ?", (folder_id,))
+        return None if row is None else _folder_from_row(row)
+
+    async def list_uids(self, folder_id: int) -> list[int]:
+        rows = await self._r.all(
+            "SELECT uid FROM messages WHERE folder_id = ? ORDER BY uid", (folder_id,)
+        )
+        return [r[0] for r in rows]
+
+    async def first_unseen_uid(self, folder_id: int) -> int | None:
+        row = await self._r.one(
+            "SELECT min(uid) FROM messages WHERE folder_id = ? AND seen = 0", (folder_id,)
+        )
+        return None if row is None or row[0] is None else int(row[0])
+
+    async def fetch_range(
+        self, folder_id: int, first_uid: int, last_uid: int, *, with_index: bool = False
+    ) -> list[tuple[MessageMeta, str | None]]:
+        index = "b.index_json" if with_index else "NULL"
+        rows = await self._r.all(
+            "SELECT m.uid, m.flags, m.internal_date, m.modseq, b.size, m.blob_id,"
+            f" {index} AS index_json FROM messages m JOIN blobs b ON b.id = m.blob_id"
+            " WHERE m.folder_id = ? AND m.uid BETWEEN ? AND ? ORDER BY m.uid",
+            (folder_id, first_uid, last_uid),
+        )
+        flag_cache: dict[str, frozenset[str]] = {}
+        out: list[tuple[MessageMeta, str | None]] = []
+        for r in rows:
+            text = r[1]
+            flags = flag_cache.get(text)
+            if flags is None:
+                flags = flag_cache[text] = decode_flags(text)
+            meta = MessageMeta(r[0], flags, decode_date(r[2]), r[3], r[4], r[5])
+            out.append((meta, r[6]))
+        return out
+
+    async def set_index(self, items: Sequence[tuple[str, str]]) -> None:
+        pairs = [(index_json, blob_id) for blob_id, index_json in items]
+        if not pairs:
+            return
+
+        def job(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "UPDATE blobs SET index_json = ? WHERE id = ? AND index_json IS NULL", pairs
+            )
+
+        await self._w.submit(job)
+
+    async def uids_matching_index(self, folder_id: int, needle: str) -> list[int]:
+        # instr(lower(...)) folds ASCII only, and the index holds header text as sent
+        # (possibly encoded-words), so callers must still check each candidate exactly.
+        rows = await self._r.all(
+            "SELECT m.uid FROM messages m JOIN blobs b ON b.id = m.blob_id"
+            " WHERE m.folder_id = ? AND (b.index_json IS NULL"
+            " OR instr(lower(b.index_json), lower(?)) > 0) ORDER BY m.uid",
+            (folder_id, needle),
+        )
+        return [r[0] for r in rows]
 
     async def store_flags(
         self,
