@@ -152,6 +152,20 @@ class QueuedRecipient:
     status: str  # "pending" | "delivered" | "failed"
     attempts: int
     last_error: str | None
+    #: a "failed" recipient whose sender has been sent its DSN (or none is due)
+    notified: bool = False
+    #: the distribution list this external member was reached through (its envelope
+    #: sender is rewritten to the list's bounce address), None for a direct recipient
+    via_list: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientResult:
+    """The outcome of one delivery attempt to one queued recipient."""
+
+    address: str
+    status: str  # "delivered" | "failed" (permanent) | "pending" (try again later)
+    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,3 +178,5 @@ class QueueEntry:
     blob_id: str
     created: datetime
     next_attempt: datetime
+    attempts: int = 0  # delivery runs so far (indexes the retry schedule)
+    warned: bool = False  # a delay warning DSN was sent

@@ -138,8 +138,18 @@ _V1 = [
     END""",
 ]
 
+# Version 2: outbound queue state for the delivery worker (issue 6): runs per entry
+# (the retry schedule index), the delay-warning mark, per-recipient DSN mark, and the
+# distribution list an external member was reached through (envelope rewriting).
+_V2_OUTBOUND_QUEUE = [
+    "ALTER TABLE queue ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE queue ADD COLUMN warned INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE queue_recipients ADD COLUMN notified INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE queue_recipients ADD COLUMN via_list TEXT",
+]
+
 #: Ordered migration steps; the schema version is len(MIGRATIONS) when all are applied.
-MIGRATIONS: list[list[str]] = [_V1]
+MIGRATIONS: list[list[str]] = [_V1, _V2_OUTBOUND_QUEUE]
 
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -61,7 +61,7 @@ class SqliteStore:
         self._closed = False
         self.directory: Directory = SqliteDirectory(reader, writer)
         self.mail: MailStore = SqliteMailStore(reader, writer)
-        self.queue: OutboundQueue = SqliteQueue(reader)
+        self.queue: OutboundQueue = SqliteQueue(reader, writer)
 
     @classmethod
     async def open(cls, path: Path, *, busy_timeout: float = BUSY_TIMEOUT_SECONDS) -> SqliteStore:

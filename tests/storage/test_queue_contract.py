@@ -1,0 +1,145 @@
+"""Contract tests of the outbound queue (storage.interfaces.OutboundQueue), every backend."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from storage.errors import NotFound
+from storage.interfaces import Store
+from storage.types import Account, LocalRecipient, RecipientResult
+from tests.storage.conftest import Backend
+
+LEASE = timedelta(minutes=10)
+
+
+async def _queue(store: Store, sender: str, *rcpts: str, body: bytes = b"Subject: q\r\n\r\nhi\r\n") -> int:
+    res = await store.mail.deliver(body, [], mail_from=sender, remote_recipients=list(rcpts))
+    assert res.queue_id is not None
+    return res.queue_id
+
+
+async def test_claim_due_takes_each_entry_once_per_lease(store: Store, user: Account) -> None:
+    """A due entry is claimed once; a second claim before the lease ends gets nothing; after it, again."""
+    qid = await _queue(store, user.address, "a@remote.test")
+    now = datetime.now(UTC) + timedelta(seconds=1)
+    first = await store.queue.claim_due(now, limit=10, lease=LEASE)
+    assert [e.id for e in first] == [qid]
+    assert first[0].next_attempt == now + LEASE
+    assert await store.queue.claim_due(now + LEASE - timedelta(seconds=1), limit=10, lease=LEASE) == []
+    again = await store.queue.claim_due(now + LEASE, limit=10, lease=LEASE)
+    assert [e.id for e in again] == [qid]
+
+
+async def test_claim_due_respects_time_order_and_limit(store: Store, user: Account) -> None:
+    """Entries not yet due are left; the limit bounds how many are taken, oldest due first."""
+    ids = [await _queue(store, user.address, f"r{i}@remote.test") for i in range(3)]
+    now = datetime.now(UTC) + timedelta(seconds=1)
+    await store.queue.reschedule(ids[0], now + timedelta(hours=1))
+    got = await store.queue.claim_due(now, limit=1, lease=LEASE)
+    assert [e.id for e in got] == [ids[1]]
+    got = await store.queue.claim_due(now, limit=5, lease=LEASE)
+    assert [e.id for e in got] == [ids[2]]
+
+
+async def test_record_results_per_recipient(store: Store, user: Account) -> None:
+    """Results change only pending recipients: delivered and failed are final."""
+    qid = await _queue(store, user.address, "a@remote.test", "b@remote.test", "c@remote.test")
+    await store.queue.record_results(qid, [
+        RecipientResult("a@remote.test", "delivered"),
+        RecipientResult("b@remote.test", "failed", "550 5.1.1 no such user"),
+        RecipientResult("c@remote.test", "pending", "451 4.3.0 try later"),
+        RecipientResult("zz@remote.test", "delivered"),
+    ])
+    await store.queue.record_results(qid, [
+        RecipientResult("a@remote.test", "failed", "late"),
+        RecipientResult("b@remote.test", "delivered"),
+    ])
+    entry = await store.queue.get_queue_entry(qid)
+    assert entry is not None
+    assert [(r.address, r.status, r.attempts, r.last_error) for r in entry.recipients] == [
+        ("a@remote.test", "delivered", 1, None),
+        ("b@remote.test", "failed", 1, "550 5.1.1 no such user"),
+        ("c@remote.test", "pending", 1, "451 4.3.0 try later"),
+    ]
+
+
+async def test_finished_entries_are_not_claimed(store: Store, user: Account) -> None:
+    """An entry whose recipients are all delivered, or failed and notified, is never claimed."""
+    qid = await _queue(store, user.address, "a@remote.test", "b@remote.test")
+    await store.queue.record_results(qid, [
+        RecipientResult("a@remote.test", "delivered"), RecipientResult("b@remote.test", "failed", "550"),
+    ])
+    now = datetime.now(UTC) + timedelta(seconds=1)
+    assert [e.id for e in await store.queue.claim_due(now, limit=5, lease=LEASE)] == [qid]
+    await store.queue.mark_notified(qid, ["b@remote.test"])
+    entry = await store.queue.get_queue_entry(qid)
+    assert entry is not None and entry.recipients[1].notified
+    assert await store.queue.claim_due(now + 2 * LEASE, limit=5, lease=LEASE) == []
+    assert await store.queue.retry_now(now) == 0
+
+
+async def test_reschedule_counts_runs_and_sets_warning(store: Store, user: Account) -> None:
+    """reschedule increments the entry's run count and can set the delay-warning mark."""
+    qid = await _queue(store, user.address, "a@remote.test")
+    later = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+    await store.queue.reschedule(qid, later)
+    await store.queue.reschedule(qid, later, warned=True)
+    entry = await store.queue.get_queue_entry(qid)
+    assert entry is not None and entry.attempts == 2 and entry.warned and entry.next_attempt == later
+
+
+async def test_retry_now_makes_entries_due(store: Store, user: Account) -> None:
+    """retry_now brings one entry, or all, forward to now."""
+    a = await _queue(store, user.address, "a@remote.test")
+    b = await _queue(store, user.address, "b@remote.test")
+    far = datetime.now(UTC) + timedelta(days=1)
+    for qid in (a, b):
+        await store.queue.reschedule(qid, far)
+    now = datetime.now(UTC)
+    assert await store.queue.retry_now(now, a) == 1
+    assert [e.id for e in await store.queue.claim_due(now, limit=5, lease=LEASE)] == [a]
+    assert await store.queue.retry_now(now) == 2
+    assert await store.queue.retry_now(now, 999_999) == 0
+
+
+async def test_remove_entry_frees_its_body(store: Store, user: Account) -> None:
+    """Removing an entry deletes its recipients and the body no folder holds."""
+    body = b"Subject: only queued\r\n\r\nx\r\n"
+    qid = await _queue(store, user.address, "a@remote.test", body=body)
+    entry = await store.queue.get_queue_entry(qid)
+    assert entry is not None
+    assert await store.queue.remove_queue_entry(qid) is True
+    assert await store.queue.remove_queue_entry(qid) is False
+    assert await store.queue.get_queue_entry(qid) is None
+    with pytest.raises(NotFound):
+        await store.mail.get_body(entry.blob_id)
+
+
+async def test_remove_entry_keeps_body_held_by_a_folder(store: Store, user: Account) -> None:
+    """A body delivered locally and queued survives removal of the queue entry."""
+    res = await store.mail.deliver(b"both", [LocalRecipient(user.id)], mail_from=user.address,
+                                   remote_recipients=["a@remote.test"])
+    assert res.queue_id is not None
+    await store.queue.remove_queue_entry(res.queue_id)
+    assert await store.mail.get_body(res.blob_id) == b"both"
+
+
+async def test_queue_state_survives_reopen(store: Store, user: Account, backend: Backend) -> None:
+    """Claims, results and marks are durable: another Store on the same database sees them."""
+    qid = await _queue(store, user.address, "a@remote.test", "b@remote.test")
+    now = datetime.now(UTC) + timedelta(seconds=1)
+    await store.queue.claim_due(now, limit=5, lease=LEASE)
+    await store.queue.record_results(qid, [RecipientResult("a@remote.test", "delivered")])
+    await store.queue.reschedule(qid, now + timedelta(minutes=5))
+    other = await backend.open()
+    try:
+        entry = await other.queue.get_queue_entry(qid)
+    finally:
+        await other.close()
+    assert entry is not None and entry.attempts == 1
+    assert entry.next_attempt == now + timedelta(minutes=5)
+    assert [(r.address, r.status) for r in entry.recipients] == [
+        ("a@remote.test", "delivered"), ("b@remote.test", "pending")
+    ]
