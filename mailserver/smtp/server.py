@@ -202,6 +202,16 @@ class SmtpProtocol(SMTP):
             return
         await super().smtp_STARTTLS(arg)
 
+    async def smtp_HELO(self, hostname: str | None) -> None:
+        """RFC 5321 §4.1.1.1; RFC 2034 §3: the HELO reply carries no enhanced code."""
+        if not hostname:
+            await self.reply(R.R501_5_5_4_SYNTAX_PARAMS.format(syntax="HELO hostname"))
+            return
+        self._set_rset_state()
+        self._sess().extended_smtp = False
+        self._sess().host_name = hostname
+        await self.push(f"250 {self.hostname}".encode())
+
     async def smtp_VRFY(self, arg: str | None) -> None:
         # RFC 5321 §3.5.3: 252, no address harvesting.
         await self.reply(R.R252_2_5_0_CANNOT_VRFY)

@@ -197,3 +197,13 @@ async def test_eight_bit_and_smtputf8(server: Any, org: dict[str, Any], mx: RawS
     [stored] = await inbox(server.store, org["bob"])
     assert stored.endswith(msg)
     assert b"with UTF8SMTP" in stored
+
+
+async def test_helo_then_plain_smtp_delivery(server: Any, org: dict[str, Any]) -> None:
+    """HELO (no ESMTP) gets '250 <hostname>' without an enhanced code, and mail still flows (WITH SMTP)."""
+    c = await RawSmtp.connect(server.port("smtp"))
+    assert await c.cmd("HELO old.example.net") == (250, "mail.example.test")
+    assert (await c.send_mail("x@elsewhere.example", ["bob@example.test"], message()))[0] == 250
+    [stored] = await inbox(server.store, org["bob"])
+    assert b"with SMTP id" in stored
+    await c.close()
