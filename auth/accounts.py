@@ -273,7 +273,8 @@ class AccountService:
             await self.directory.set_enabled(account.address, True)
 
     async def disable(self, address: str) -> None:
-        """Block a user's logins at once; mail is still delivered and kept."""
+        """Block a user's logins at once; stored mail is kept, new mail is refused
+        (SMTP 550 5.2.1, as for an unlicensed user)."""
         account = await self._user(address, "only users can be enabled or disabled")
         with _storage_errors(not_found=f"no account {account.address}"):
             await self.directory.set_enabled(account.address, False)
