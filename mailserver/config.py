@@ -94,6 +94,8 @@ SCHEMA: tuple[Key, ...] = (
     Key("auth.max_failures", "int", 10, "Failures from one client address, or against one account, before further attempts are refused.", 1),
     Key("auth.failure_window_seconds", "float", 300.0, "Window in which failures are counted.", 1),
     Key("auth.lockout_seconds", "float", 300.0, "How long attempts are refused after max_failures.", 0),
+    Key("metrics.allowed_networks", "str_list", ["127.0.0.0/8", "::1/128"], "Client addresses or networks (CIDR) that may read /metrics on the http listener; others get 403."),
+    Key("metrics.bearer_token", "str", "", "When set, /metrics also requires `Authorization: Bearer TOKEN`. Empty: no token."),
     *_listener_keys(),
 )
 

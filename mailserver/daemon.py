@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import importlib.util
+import json
 import logging
 import os
 import signal
@@ -25,6 +26,8 @@ from auth.passwords import PasswordHasher
 from mailserver import tls
 from mailserver.app import App
 from mailserver.config import Config, Listener
+from mailserver.reload import ReloadResult
+from mailserver.reload import reload as reload_config
 from storage import StorageError, open_store
 from storage.interfaces import Store
 
@@ -60,6 +63,16 @@ def _factory(name: str) -> ListenerFactory | None:
     module = importlib.import_module(module_name)
     factory: ListenerFactory = getattr(module, func)
     return factory
+
+
+def listener_available(name: str) -> bool:
+    """True when this build has the code of listener ``name``."""
+    return _factory(name) is not None
+
+
+#: Written in data_dir when the daemon has started, removed when it stops; read by
+#: `mailserver status` (pid, start time, bound listeners, config file).
+STATUS_FILE = "daemon.json"
 
 
 def auth_policy(config: Config) -> AuthPolicy:
@@ -137,6 +150,7 @@ class Daemon:
             await self._close_servers()
             await store.close()
             raise
+        self._write_status(app)
         log.info(
             "mailserver started: %s",
             ", ".join(f"{n} {h}:{p}" for n, (h, p) in app.bound.items()) or "no listeners",
@@ -162,6 +176,34 @@ class Daemon:
             host, port = server.sockets[0].getsockname()[:2]
             app.bound[listener.name] = (str(host), int(port))
 
+    def _write_status(self, app: App) -> None:
+        path = self.config.data_dir / STATUS_FILE
+        doc = {"pid": os.getpid(), "started": app.started, "config": str(self.config.path.resolve()),
+               "listeners": {n: [h, p] for n, (h, p) in app.bound.items()}}
+        tmp = path.with_suffix(".tmp")
+        try:
+            tmp.write_text(json.dumps(doc), encoding="utf-8")
+            tmp.replace(path)
+        except OSError as e:
+            log.warning("status file %s not written: %s", path, e.strerror)
+
+    def _remove_status(self) -> None:
+        path = self.config.data_dir / STATUS_FILE
+        try:
+            if json.loads(path.read_text(encoding="utf-8")).get("pid") == os.getpid():
+                path.unlink()
+        except (OSError, ValueError):
+            pass
+
+    def reload(self, *, configure_logging: Callable[[str, str], object] | None = None) -> ReloadResult:
+        """SIGHUP: re-read config and certificate (see :mod:`mailserver.reload`)."""
+        if self.app is None:
+            return ReloadResult(False, "not running")
+        result = reload_config(self.app, configure_logging=configure_logging)
+        if result.config is not None:
+            self.config = result.config
+        return result
+
     def port(self, name: str) -> int:
         assert self.app is not None
         return self.app.bound[name][1]
@@ -185,15 +227,19 @@ class Daemon:
             transport.close()
         await asyncio.sleep(0)
         await app.store.close()
+        self._remove_status()
         self.app = None
         log.info("mailserver stopped")
 
     async def run(self) -> None:
-        """Start, serve until SIGTERM or SIGINT, then stop."""
+        """Start, serve until SIGTERM or SIGINT, then stop; SIGHUP reloads."""
+        from mailserver import logs
+
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: self.reload(configure_logging=logs.setup))
         await self.start()
         await stop.wait()
         log.info("signal received, shutting down")

@@ -1,4 +1,4 @@
-"""A small HTTP/1.1 listener: /healthz now; autoconfig, CalDAV and metrics plug into ROUTES.
+"""A small HTTP/1.1 listener; the handlers are in :mod:`mailserver.http.routes`.
 
 Only what a health check and simple GET/POST endpoints need: one request per
 connection read with bounded sizes, ``Connection: close`` on every response.
@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
+from mailserver import metrics
 from mailserver.app import App
 from mailserver.config import Listener
+from mailserver.http import access
+from mailserver.http.messages import Request, Response
+from mailserver.http.routes import route
 
 log = logging.getLogger("mailserver.http")
 
@@ -23,44 +25,18 @@ MAX_BODY = 1024 * 1024
 #: A client that has not sent its request in this many seconds is dropped.
 READ_TIMEOUT = 30.0
 
-REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+           405: "Method Not Allowed",
            408: "Request Timeout", 413: "Content Too Large", 431: "Request Header Fields Too Large",
            500: "Internal Server Error", 503: "Service Unavailable"}
-
-
-@dataclass(frozen=True, slots=True)
-class Request:
-    method: str
-    path: str
-    query: str
-    headers: dict[str, str]
-    body: bytes
-    peer: str
-
-
-@dataclass(frozen=True, slots=True)
-class Response:
-    status: int
-    body: bytes = b""
-    content_type: str = "text/plain; charset=utf-8"
-
-
-Handler = Callable[[App, Request], Awaitable[Response]]
-
-
-async def healthz(app: App, request: Request) -> Response:
-    """Liveness: the process answers."""
-    return Response(200, b"ok\n")
-
-
-ROUTES: dict[str, Handler] = {"/healthz": healthz}
 
 
 def _encode(resp: Response, head_only: bool = False) -> bytes:
     head = (
         f"HTTP/1.1 {resp.status} {REASONS.get(resp.status, 'Status')}\r\n"
         f"Content-Type: {resp.content_type}\r\nContent-Length: {len(resp.body)}\r\n"
-        "Connection: close\r\n\r\n"
+        + "".join(f"{k}: {v}\r\n" for k, v in resp.headers.items())
+        + "Connection: close\r\n\r\n"
     ).encode()
     return head if head_only else head + resp.body
 
@@ -101,6 +77,7 @@ async def _read_request(reader: asyncio.StreamReader, peer: str) -> Request | Re
 async def _handle(app: App, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     peer = str(writer.get_extra_info("peername", ("?",))[0])
     app.connections.add(writer.transport)
+    metrics.connection_opened("http")
     try:
         try:
             req = await asyncio.wait_for(_read_request(reader, peer), READ_TIMEOUT)
@@ -111,7 +88,7 @@ async def _handle(app: App, reader: asyncio.StreamReader, writer: asyncio.Stream
         if isinstance(req, Response):
             writer.write(_encode(req))
         else:
-            handler = ROUTES.get(req.path)
+            handler = route(req.path)
             if handler is None:
                 resp = Response(404, b"not found\n")
             elif req.method not in ("GET", "HEAD", "POST"):
@@ -128,11 +105,19 @@ async def _handle(app: App, reader: asyncio.StreamReader, writer: asyncio.Stream
     except ConnectionError:
         pass
     finally:
+        metrics.connection_closed("http")
         app.connections.discard(writer.transport)
         writer.close()
 
 
 async def start(app: App, listener: Listener) -> asyncio.Server:
+    """Listen for HTTP. Raises StartupError for an unusable ``metrics.allowed_networks``."""
+    from mailserver.daemon import StartupError
+
+    try:
+        access.networks(app.config)
+    except ValueError as e:
+        raise StartupError(str(e)) from None
     return await asyncio.start_server(
         lambda r, w: _handle(app, r, w), listener.host, listener.port, limit=MAX_HEAD
     )
