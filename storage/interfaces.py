@@ -20,6 +20,10 @@ from storage.types import (
     Account,
     AccountKind,
     Alias,
+    BusyInterval,
+    CalendarCollection,
+    CalendarItem,
+    CollectionKind,
     DeliveryResult,
     FlagChange,
     Folder,
@@ -313,10 +317,73 @@ class OutboundQueue(Protocol):
         """Delete the entry and its recipients; False when it did not exist."""
 
 
+class CalendarStore(Protocol):
+    """Calendars (VEVENT), task lists (VTODO) and address books (vCard) per account.
+
+    Invariants: an item's ``href`` is unique in its collection and so is its ``uid``;
+    ``etag`` changes exactly when the text does; an event item's busy intervals are
+    replaced together with its text, in the same transaction, so conflict checks never
+    see one without the other. Removing an account removes its collections.
+    """
+
+    async def ensure_default_collections(self, account_id: int) -> list[CalendarCollection]:
+        """Create the missing :data:`~storage.types.DEFAULT_COLLECTIONS` of the
+        account; return all its collections ordered by name. Raises NotFound."""
+
+    async def list_collections(self, account_id: int) -> list[CalendarCollection]:
+        """The account's collections ordered by name (none are created here)."""
+
+    async def get_collection(self, account_id: int, name: str) -> CalendarCollection | None: ...
+
+    async def create_collection(
+        self, account_id: int, name: str, kind: CollectionKind, props: dict[str, str] | None = None
+    ) -> CalendarCollection:
+        """Raises AlreadyExists, NotFound (account)."""
+
+    async def set_collection_props(self, collection_id: int, props: dict[str, str]) -> CalendarCollection:
+        """Replace the collection's properties. Raises NotFound."""
+
+    async def delete_collection(self, collection_id: int) -> None:
+        """Delete the collection and its items. Raises NotFound."""
+
+    async def list_items(self, collection_id: int) -> list[CalendarItem]:
+        """All items ordered by href."""
+
+    async def get_items(self, collection_id: int, hrefs: Sequence[str]) -> list[CalendarItem]:
+        """The items with these hrefs (missing ones are left out)."""
+
+    async def get_item_by_uid(self, collection_id: int, uid: str) -> CalendarItem | None: ...
+
+    async def put_item(
+        self,
+        collection_id: int,
+        href: str,
+        uid: str,
+        text: str,
+        busy: Sequence[BusyInterval] = (),
+        *,
+        replace_uid: bool = False,
+    ) -> tuple[CalendarItem, CalendarItem | None]:
+        """Create or replace the item at ``href`` with its busy intervals; return
+        (new item, replaced item or None). Another item with the same uid is a Conflict,
+        unless ``replace_uid`` is set: then that item is removed in the same
+        transaction. Raises NotFound (collection)."""
+
+    async def delete_item(self, collection_id: int, href: str) -> CalendarItem | None:
+        """Remove an item; return it (None when there was none)."""
+
+    async def busy(
+        self, collection_id: int, start: datetime, end: datetime, *, exclude_uid: str | None = None
+    ) -> list[BusyInterval]:
+        """Busy intervals of the collection overlapping ``[start, end)``, by start,
+        leaving out those of ``exclude_uid``."""
+
+
 class Store(Protocol):
     directory: Directory
     mail: MailStore
     queue: OutboundQueue
+    calendars: CalendarStore
 
     async def close(self) -> None:
         """Finish in-flight writes and close the database."""

@@ -180,3 +180,64 @@ class QueueEntry:
     next_attempt: datetime
     attempts: int = 0  # delivery runs so far (indexes the retry schedule)
     warned: bool = False  # a delay warning DSN was sent
+
+
+# -- calendars, task lists and address books (CalDAV/CardDAV, room booking)
+
+
+class CollectionKind(enum.StrEnum):
+    """What a calendar collection holds (RFC 4791 supported-calendar-component-set,
+    RFC 6352 address book)."""
+
+    CALENDAR = "calendar"  # VEVENT
+    TASKS = "tasks"  # VTODO
+    CONTACTS = "contacts"  # VCARD
+
+
+#: Collections every user, shared and room mailbox has: (name, kind).
+DEFAULT_COLLECTIONS: tuple[tuple[str, CollectionKind], ...] = (
+    ("calendar", CollectionKind.CALENDAR),
+    ("tasks", CollectionKind.TASKS),
+    ("contacts", CollectionKind.CONTACTS),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CalendarCollection:
+    """One calendar, task list or address book of an account.
+
+    ``props`` are WebDAV properties set by clients (display name, colour...), keyed as
+    the DAV layer names them; ``modified`` changes with every change of an item.
+    """
+
+    id: int
+    account_id: int
+    name: str
+    kind: CollectionKind
+    props: dict[str, str]
+    modified: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class BusyInterval:
+    """A span (UTC, ``start < end``) during which an event keeps its calendar busy."""
+
+    start: datetime
+    end: datetime
+    uid: str = ""
+    tentative: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CalendarItem:
+    """One iCalendar object (all components of one UID) or one vCard.
+
+    ``etag`` is the sha256 hex of ``text``: it changes exactly when the text changes.
+    """
+
+    collection_id: int
+    href: str
+    uid: str
+    text: str
+    etag: str
+    modified: datetime

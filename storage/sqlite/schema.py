@@ -148,8 +148,43 @@ _V2_OUTBOUND_QUEUE = [
     "ALTER TABLE queue_recipients ADD COLUMN via_list TEXT",
 ]
 
+# Calendars (issue 5): per-account collections (calendar VEVENT, tasks VTODO, contacts
+# vCard), their items (one iCalendar object or vCard per UID), and the busy intervals
+# of event items (UTC text, fixed width) for room conflict checks and free/busy.
+_CALENDARS = [
+    """CREATE TABLE calendar_collections (
+        id INTEGER PRIMARY KEY,
+        account_id INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('calendar', 'tasks', 'contacts')),
+        props TEXT NOT NULL DEFAULT '{}',
+        modified TEXT NOT NULL,
+        UNIQUE (account_id, name)
+    )""",
+    """CREATE TABLE calendar_items (
+        id INTEGER PRIMARY KEY,
+        collection_id INTEGER NOT NULL REFERENCES calendar_collections (id) ON DELETE CASCADE,
+        href TEXT NOT NULL,
+        uid TEXT NOT NULL,
+        text TEXT NOT NULL,
+        etag TEXT NOT NULL,
+        modified TEXT NOT NULL,
+        UNIQUE (collection_id, href)
+    )""",
+    "CREATE INDEX calendar_items_uid ON calendar_items (collection_id, uid)",
+    """CREATE TABLE calendar_busy (
+        item_id INTEGER NOT NULL REFERENCES calendar_items (id) ON DELETE CASCADE,
+        collection_id INTEGER NOT NULL,
+        start TEXT NOT NULL,
+        end TEXT NOT NULL,
+        tentative INTEGER NOT NULL DEFAULT 0
+    )""",
+    "CREATE INDEX calendar_busy_start ON calendar_busy (collection_id, start)",
+    "CREATE INDEX calendar_busy_item ON calendar_busy (item_id)",
+]
+
 #: Ordered migration steps; the schema version is len(MIGRATIONS) when all are applied.
-MIGRATIONS: list[list[str]] = [_V1, _V2_OUTBOUND_QUEUE]
+MIGRATIONS: list[list[str]] = [_V1, _V2_OUTBOUND_QUEUE, _CALENDARS]
 
 SCHEMA_VERSION = len(MIGRATIONS)
 

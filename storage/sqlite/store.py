@@ -10,7 +10,8 @@ from pathlib import Path
 import aiosqlite
 
 from storage.errors import StorageError
-from storage.interfaces import Directory, MailStore, OutboundQueue
+from storage.interfaces import CalendarStore, Directory, MailStore, OutboundQueue
+from storage.sqlite.calendar import SqliteCalendarStore
 from storage.sqlite.directory import SqliteDirectory
 from storage.sqlite.mail import SqliteMailStore
 from storage.sqlite.queue import SqliteQueue
@@ -62,6 +63,7 @@ class SqliteStore:
         self.directory: Directory = SqliteDirectory(reader, writer)
         self.mail: MailStore = SqliteMailStore(reader, writer)
         self.queue: OutboundQueue = SqliteQueue(reader, writer)
+        self.calendars: CalendarStore = SqliteCalendarStore(reader, writer)
 
     @classmethod
     async def open(cls, path: Path, *, busy_timeout: float = BUSY_TIMEOUT_SECONDS) -> SqliteStore:
