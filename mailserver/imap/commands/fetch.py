@@ -1,0 +1,152 @@
+"""FETCH and UID FETCH (RFC 3501 §6.4.5, §6.4.8; CHANGEDSINCE and MODSEQ, RFC 7162 §3.1.4).
+
+Responses are streamed: messages are read in UID-range batches and each batch is
+written (and the socket drained) before the next is read, so a FETCH 1:* of a
+large folder never holds the whole response in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from mailserver.imap import mime
+from mailserver.imap import parser as p
+from mailserver.imap.parser import encode
+from mailserver.imap.responses import bad
+from storage.types import MessageMeta
+
+if TYPE_CHECKING:
+    from mailserver.imap.session import Session
+
+#: Messages read per storage query: big enough to amortise the query, small enough
+#: that one batch of full bodies (worst case 25 MiB each) is not kept around long.
+FETCH_BATCH = 500
+#: Batch size when bodies are fetched, to bound memory held at once.
+BODY_BATCH = 20
+
+_INDEX_ITEMS = frozenset({"ENVELOPE", "BODY", "BODYSTRUCTURE", "RFC822.HEADER", "RFC822.TEXT"})
+_BODY_ITEMS = frozenset({"RFC822", "RFC822.HEADER", "RFC822.TEXT"})
+_HEADER = mime.Section((), "HEADER", ())
+_TEXT = mime.Section((), "TEXT", ())
+
+
+def batches(uids: list[int], size: int) -> list[list[int]]:
+    """``uids`` in consecutive slices of at most ``size``."""
+    return [uids[i : i + size] for i in range(0, len(uids), size)]
+
+
+def _section_data(raw: bytes, index: mime.MessageIndex, attr: p.FetchAttr) -> bytes | None:
+    assert attr.section is not None
+    data = mime.section_bytes(raw, index, attr.section)
+    if data is not None and attr.partial is not None:
+        data = mime.partial(data, attr.partial[0], attr.partial[1])
+    return data
+
+
+def render(
+    seq: int,
+    meta: MessageMeta,
+    attrs: tuple[p.FetchAttr, ...],
+    index: mime.MessageIndex | None,
+    raw: bytes | None,
+    flags_changed: bool,
+) -> bytes:
+    """One ``* n FETCH (...)`` response line (literals included)."""
+    items: list[bytes] = []
+    names = set()
+    for attr in attrs:
+        name = attr.name
+        names.add(name)
+        if attr.section is not None:
+            assert index is not None and raw is not None
+            data = _section_data(raw, index, attr)
+            items.append(attr.response_name().encode() + b" " + (encode.NIL if data is None else encode.literal(data)))
+        elif name == "UID":
+            items.insert(0, b"UID %d" % meta.uid)
+        elif name == "FLAGS":
+            items.append(b"FLAGS " + encode.flag_list(sorted(meta.flags)))
+        elif name == "INTERNALDATE":
+            items.append(b"INTERNALDATE " + encode.date_time(meta.internal_date))
+        elif name == "RFC822.SIZE":
+            items.append(b"RFC822.SIZE %d" % meta.size)
+        elif name == "MODSEQ":
+            items.append(b"MODSEQ (%d)" % meta.modseq)
+        elif name == "ENVELOPE":
+            assert index is not None
+            items.append(b"ENVELOPE " + index.envelope_wire)
+        elif name == "BODY":
+            assert index is not None
+            items.append(b"BODY " + index.body_wire)
+        elif name == "BODYSTRUCTURE":
+            assert index is not None
+            items.append(b"BODYSTRUCTURE " + index.bodystructure_wire)
+        elif name == "RFC822":
+            assert raw is not None
+            items.append(b"RFC822 " + encode.literal(raw))
+        elif name == "RFC822.HEADER":
+            assert raw is not None and index is not None
+            items.append(b"RFC822.HEADER " + encode.literal(mime.section_bytes(raw, index, _HEADER) or b""))
+        elif name == "RFC822.TEXT":
+            assert raw is not None and index is not None
+            items.append(b"RFC822.TEXT " + encode.literal(mime.section_bytes(raw, index, _TEXT) or b""))
+    if flags_changed and "FLAGS" not in names:
+        # RFC 3501 §6.4.5: an implicit \Seen change is reported with the data
+        items.append(b"FLAGS " + encode.flag_list(sorted(meta.flags)))
+    return b"* %d FETCH (%s)\r\n" % (seq, b" ".join(items))
+
+
+async def fetch(s: Session, cmd: p.Fetch) -> str:
+    """Stream FETCH responses for the messages of the set that still exist."""
+    view = s.view
+    assert view is not None
+    try:
+        uids = view.live(view.resolve(cmd.sequence_set, cmd.uid))
+    except ValueError:
+        raise bad("Invalid message number") from None  # RFC 3501 §9 seq-number
+    attrs = cmd.attrs
+    if cmd.changed_since is not None or any(a.name == "MODSEQ" for a in attrs):
+        s.enable_condstore()  # RFC 7162 §3.1: a CONDSTORE-enabling command
+    with_body = any(a.section is not None or a.name in _BODY_ITEMS for a in attrs)
+    with_index = with_body or any(a.name in _INDEX_ITEMS for a in attrs)
+    sets_seen = not view.readonly and any(
+        (a.section is not None and not a.peek) or a.name in ("RFC822", "RFC822.TEXT") for a in attrs
+    )
+    mail = s.app.store.mail
+    loop = asyncio.get_running_loop()
+    folder_id = view.folder.id
+    for chunk in batches(uids, BODY_BATCH if with_body else FETCH_BATCH):
+        wanted = set(chunk)
+        rows = [
+            (meta, idx) for meta, idx in await mail.fetch_range(folder_id, chunk[0], chunk[-1], with_index=with_index)
+            if meta.uid in wanted and (cmd.changed_since is None or meta.modseq > cmd.changed_since)
+        ]
+        changed: dict[int, MessageMeta] = {}
+        if sets_seen:
+            unseen = [meta.uid for meta, _ in rows if "\\Seen" not in meta.flags]
+            if unseen:
+                changes, _ = await mail.store_flags(folder_id, unseen, "add", ["\\Seen"])
+                for c in changes:
+                    view.reported[c.uid] = c.modseq
+                    changed[c.uid] = MessageMeta(c.uid, c.flags, rows[0][0].internal_date, c.modseq, 0, "")
+        new_indexes: list[tuple[str, str]] = []
+        for meta, idx_json in rows:
+            raw = await mail.get_body(meta.blob_id) if with_body else None
+            index = mime.load(idx_json) if with_index else None
+            if with_index and index is None:
+                if raw is None:
+                    raw = await mail.get_body(meta.blob_id)
+                text = await loop.run_in_executor(None, mime.index_json, raw)
+                new_indexes.append((meta.blob_id, text))
+                index = mime.load(text)
+            if meta.uid in changed:
+                now = changed[meta.uid]
+                meta = MessageMeta(meta.uid, now.flags, meta.internal_date, now.modseq, meta.size, meta.blob_id)
+            seq = view.seq_of(meta.uid)
+            if seq is None:
+                continue
+            s.send(render(seq, meta, attrs, index, raw, meta.uid in changed))
+            await s.flush()
+        if new_indexes:
+            await mail.set_index(new_indexes)
+    return ("UID " if cmd.uid else "") + "FETCH completed"

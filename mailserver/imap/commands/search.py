@@ -1,0 +1,202 @@
+"""SEARCH and UID SEARCH (RFC 3501 §6.4.4), ESEARCH results (RFC 4731), MODSEQ
+(RFC 7162 §3.1.5).
+
+Flag, size, date, number and MODSEQ keys read the message list only; FROM, TO, CC,
+BCC and SUBJECT read the stored index (narrowed first by a storage pre-filter when the
+needle is plain ASCII); BODY, TEXT and other HEADER fields read the message bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from mailserver.imap import mime
+from mailserver.imap import parser as p
+from mailserver.imap.commands.fetch import FETCH_BATCH, batches
+from mailserver.imap.commands.messages import uid_set
+from mailserver.imap.view import SelectedView
+from storage.types import MessageMeta
+
+if TYPE_CHECKING:
+    from mailserver.imap.session import Session
+
+_INDEX_FIELDS = frozenset({"from", "to", "cc", "bcc", "subject"})
+
+
+def _walk(key: p.SearchKey) -> list[p.SearchKey]:
+    out: list[p.SearchKey] = [key]
+    if isinstance(key, p.SearchNot):
+        out += _walk(key.key)
+    elif isinstance(key, p.SearchOr):
+        out += _walk(key.left) + _walk(key.right)
+    elif isinstance(key, p.SearchAnd):
+        for k in key.keys:
+            out += _walk(k)
+    return out
+
+
+def _needs_raw(key: p.SearchKey) -> bool:
+    return isinstance(key, (p.SearchBody, p.SearchText)) or (
+        isinstance(key, p.SearchHeader) and key.field.lower() not in _INDEX_FIELDS
+    )
+
+
+def _needs_index(key: p.SearchKey) -> bool:
+    return _needs_raw(key) or isinstance(key, p.SearchHeader) or (isinstance(key, p.SearchDate) and key.sent)
+
+
+def _prefilter_needle(key: p.SearchKey) -> str | None:
+    """A needle every match must contain in its stored index, if the key has one.
+
+    Only top-level (AND-ed) FROM/TO/CC/BCC/SUBJECT keys with printable ASCII needles
+    qualify: the store's pre-filter folds ASCII case only and sees JSON text.
+    """
+    keys = key.keys if isinstance(key, p.SearchAnd) else (key,)
+    for k in keys:
+        if (
+            isinstance(k, p.SearchHeader) and k.field.lower() in _INDEX_FIELDS and k.value
+            and all(32 <= ord(c) < 127 and c not in '"\\' for c in k.value)
+        ):
+            return k.value
+    return None
+
+
+class _Matcher:
+    """Evaluates a search key against one message."""
+
+    def __init__(self, view: SelectedView, key: p.SearchKey) -> None:
+        self.view = view
+        self.key = key
+        self._sets: dict[int, frozenset[int]] = {}
+        for k in _walk(key):
+            if isinstance(k, p.SearchSequence):
+                self._sets[id(k)] = frozenset(self._resolve(k))
+
+    def _resolve(self, k: p.SearchSequence) -> list[int]:
+        view = self.view
+        if k.uid:
+            return view.resolve(k.sequence_set, True)
+        n = view.exists
+        return [view.uids[i - 1] for lo, hi in k.sequence_set.normalized(n) for i in range(lo, hi + 1)]
+
+    def match(self, key: p.SearchKey, meta: MessageMeta, index: mime.MessageIndex | None, raw: bytes | None) -> bool:
+        m = self.match
+        match key:
+            case p.SearchAll():
+                return True
+            case p.SearchFlag(flag=flag, present=present):
+                if flag == "\\Recent":
+                    return not present  # no message is \Recent in this server
+                has = flag in meta.flags or flag.lower() in (f.lower() for f in meta.flags)
+                return has == present
+            case p.SearchHeader(field=field, value=value):
+                assert index is not None
+                name = field.lower()
+                if name in _INDEX_FIELDS:
+                    if not value:
+                        return name in index.search_fields
+                    return mime.matches_text(b"", index, value, name.upper())
+                assert raw is not None
+                return mime.matches_text(raw, index, value, "HEADER", field)
+            case p.SearchBody(value=value):
+                assert raw is not None and index is not None
+                return mime.matches_text(raw, index, value, "BODY")
+            case p.SearchText(value=value):
+                assert raw is not None and index is not None
+                return mime.matches_text(raw, index, value, "TEXT")
+            case p.SearchDate(relation=rel, date=date, sent=sent):
+                if sent:
+                    assert index is not None
+                    day = index.sent_date
+                    if day is None:
+                        return False
+                else:
+                    day = meta.internal_date.date()  # RFC 3501 §6.4.4: date only, own zone
+                if rel is p.DateRelation.BEFORE:
+                    return day < date
+                if rel is p.DateRelation.ON:
+                    return day == date
+                return day >= date
+            case p.SearchSize(larger=larger, size=size):
+                return meta.size > size if larger else meta.size < size
+            case p.SearchSequence():
+                return meta.uid in self._sets[id(key)]
+            case p.SearchModSeq(modseq=modseq):
+                return meta.modseq >= modseq
+            case p.SearchNot(key=inner):
+                return not m(inner, meta, index, raw)
+            case p.SearchOr(left=left, right=right):
+                return m(left, meta, index, raw) or m(right, meta, index, raw)
+            case p.SearchAnd(keys=keys):
+                return all(m(k, meta, index, raw) for k in keys)
+        raise AssertionError(f"unknown search key {key!r}")
+
+
+async def search(s: Session, cmd: p.Search) -> str:
+    """Answer ``* SEARCH`` or, with RETURN, ``* ESEARCH`` (RFC 4731 §3.1)."""
+    view = s.view
+    assert view is not None
+    keys = _walk(cmd.key)
+    with_modseq = any(isinstance(k, p.SearchModSeq) for k in keys)
+    if with_modseq:
+        s.enable_condstore()
+    need_raw = any(_needs_raw(k) for k in keys)
+    need_index = any(_needs_index(k) for k in keys)
+    matcher = _Matcher(view, cmd.key)
+    mail = s.app.store.mail
+    loop = asyncio.get_running_loop()
+    candidates = view.live(list(view.uids))
+    needle = _prefilter_needle(cmd.key)
+    if needle is not None and candidates:
+        possible = set(await mail.uids_matching_index(view.folder.id, needle))
+        candidates = [u for u in candidates if u in possible]
+    hits: list[MessageMeta] = []
+    new_indexes: list[tuple[str, str]] = []
+    for chunk in batches(candidates, FETCH_BATCH):
+        want = set(chunk)
+        for meta, idx_json in await mail.fetch_range(view.folder.id, chunk[0], chunk[-1], with_index=need_index):
+            if meta.uid not in want:
+                continue
+            raw = await mail.get_body(meta.blob_id) if need_raw else None
+            index = mime.load(idx_json) if need_index else None
+            if need_index and index is None:
+                if raw is None:
+                    raw = await mail.get_body(meta.blob_id)
+                text = await loop.run_in_executor(None, mime.index_json, raw)
+                new_indexes.append((meta.blob_id, text))
+                index = mime.load(text)
+            if matcher.match(cmd.key, meta, index, raw):
+                hits.append(meta)
+    if new_indexes:
+        await mail.set_index(new_indexes)
+    _respond(s, view, cmd, hits, with_modseq)
+    return ("UID " if cmd.uid else "") + "SEARCH completed"
+
+
+def _respond(s: Session, view: SelectedView, cmd: p.Search, hits: list[MessageMeta], with_modseq: bool) -> None:
+    number: Callable[[MessageMeta], int | None] = (lambda m: m.uid) if cmd.uid else (lambda m: view.seq_of(m.uid))
+    nums = sorted(n for n in (number(m) for m in hits) if n is not None)
+    top = max((m.modseq for m in hits), default=0)
+    if cmd.returns is None:
+        line = b"* SEARCH" + b"".join(b" %d" % n for n in nums)
+        if with_modseq and nums:
+            line += b" (MODSEQ %d)" % top  # RFC 7162 §3.1.5
+        s.send(line + b"\r\n")
+        return
+    parts = [b'* ESEARCH (TAG "' + cmd.tag.encode() + b'")']
+    if cmd.uid:
+        parts.append(b"UID")
+    if nums:
+        if "MIN" in cmd.returns:
+            parts.append(b"MIN %d" % nums[0])
+        if "MAX" in cmd.returns:
+            parts.append(b"MAX %d" % nums[-1])
+        if "ALL" in cmd.returns:
+            parts.append(b"ALL " + uid_set(nums).encode())
+    if "COUNT" in cmd.returns:
+        parts.append(b"COUNT %d" % len(nums))
+    if with_modseq and nums:
+        parts.append(b"MODSEQ %d" % top)
+    s.send(b" ".join(parts) + b"\r\n")
