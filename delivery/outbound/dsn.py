@@ -138,7 +138,7 @@ def build_dsn(
         "\r\n".join(head).encode() + b"\r\n" + human.encode(),
         f"--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\n".encode()
         + "\r\n".join(status_lines).encode() + b"\r\n",
-        f"--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n".encode() + header_section(original),
+        f"--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n".encode() + header_section(original) + b"\r\n",
         f"--{boundary}--\r\n".encode(),
     ]
     return b"".join(parts)
