@@ -30,7 +30,7 @@ REMOTE = "remote.test"
 MX1, MX2, DEAD = "127.0.0.2", "127.0.0.3", "127.0.0.9"
 
 
-class Zone(BaseResolver):  # type: ignore[misc]
+class Zone(BaseResolver):
     """Answers MX/A/AAAA from a dict; unknown names get NXDOMAIN."""
 
     def __init__(self) -> None:

@@ -45,7 +45,7 @@ async def inbox_messages(store: Store, account: Account) -> list[Message]:
 def delivery_status(dsn: Message) -> str:
     assert dsn.get_content_type() == "multipart/report"
     assert dsn.get_param("report-type") == "delivery-status"
-    parts = dsn.get_payload()
+    parts: list[Any] = dsn.get_payload()  # type: ignore[assignment]
     assert isinstance(parts, list)
     assert parts[1].get_content_type() == "message/delivery-status"
     assert parts[2].get_content_type() == "text/rfc822-headers"
@@ -246,6 +246,7 @@ async def test_list_member_gets_list_bounce_envelope(store: Store, alice: Accoun
     standard_zone(zone)
     qid = await queue(store, alice.address, f"ext@{REMOTE}", f"direct@{REMOTE}")
     # Mark ext@ as reached through team@ (what the SMTP commit records for list members).
+    assert isinstance(store, SqliteStore)
     writer = store.writer
     await writer.submit(lambda conn: conn.execute(
         "UPDATE queue_recipients SET via_list = ? WHERE queue_id = ? AND address = ?",
