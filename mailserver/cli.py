@@ -230,6 +230,10 @@ async def cmd_init(args: argparse.Namespace) -> int:
 async def cmd_serve(args: argparse.Namespace) -> int:
     from mailserver import logs
 
+    if args.ephemeral:
+        from mailserver.cli_ops import serve_ephemeral
+
+        return await serve_ephemeral(args)
     config = _load(args)
     logs.setup(config["server.log_format"], config["server.log_level"])
     daemon = Daemon(config, demo=args.demo)
@@ -428,7 +432,13 @@ def build_parser() -> argparse.ArgumentParser:
     cmd(sub, "init", "create the data folder, database, primary domain and TLS certificate", cmd_init)
     s = cmd(sub, "serve", "run the daemon with every listener from the config", cmd_serve)
     s.add_argument("--demo", action="store_true", help="seed a demo organisation (idempotent) and print its logins")
+    s.add_argument("--ephemeral", action="store_true",
+                   help="ignore the config file: temporary store, free loopback ports, demo logins; deleted at exit")
+    s.add_argument("--domain", default="example.test", help="primary domain with --ephemeral (default example.test)")
     cmd(sub, "check-config", "validate the config file without starting", cmd_check_config)
+    from mailserver.cli_ops import add_commands as add_ops_commands
+
+    add_ops_commands(sub, cmd)
 
     d = cmd(sub, "domain", "manage local domains")
     ds = d.add_subparsers(dest="action", required=True, metavar="ACTION")

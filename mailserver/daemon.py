@@ -18,6 +18,7 @@ import os
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from auth.accounts import AccountService
 from auth.errors import AccountError
@@ -122,6 +123,7 @@ class Daemon:
         self._demo = demo
         self.app: App | None = None
         self._servers: list[tuple[str, asyncio.Server]] = []
+        self._outbound: Any = None  # delivery.outbound.worker.OutboundWorker when outbound.enabled
 
     async def start(self) -> App:
         config = self.config
@@ -146,6 +148,13 @@ class Daemon:
                     raise StartupError(f"demo: {e}") from None
                 print("\n".join(lines), flush=True)
             await self._start_listeners(app)
+            if config["outbound.enabled"]:
+                from mailserver.outbound import OutboundConfigError, start_worker
+
+                try:
+                    self._outbound = await start_worker(config, store)
+                except OutboundConfigError as e:
+                    raise StartupError(str(e)) from None
         except BaseException:
             await self._close_servers()
             await store.close()
@@ -226,13 +235,17 @@ class Daemon:
         for transport in list(app.connections):
             transport.close()
         await asyncio.sleep(0)
+        if self._outbound is not None:  # before the store closes; bounded by the grace period
+            await self._outbound.stop(grace)
+            self._outbound = None
         await app.store.close()
         self._remove_status()
         self.app = None
         log.info("mailserver stopped")
 
-    async def run(self) -> None:
-        """Start, serve until SIGTERM or SIGINT, then stop; SIGHUP reloads."""
+    async def run(self, on_started: Callable[[App], object] | None = None) -> None:
+        """Start, serve until SIGTERM or SIGINT, then stop; SIGHUP reloads.
+        ``on_started(app)`` runs once every listener is bound."""
         from mailserver import logs
 
         stop = asyncio.Event()
@@ -240,7 +253,9 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: self.reload(configure_logging=logs.setup))
-        await self.start()
+        app = await self.start()
+        if on_started is not None:
+            on_started(app)
         await stop.wait()
         log.info("signal received, shutting down")
         await self.stop()
