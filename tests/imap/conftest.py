@@ -71,3 +71,50 @@ async def imap(server: RunningServer) -> ImapEnv:
     await accounts.grant(HR, ALICE, [Right.FULL_ACCESS])
     await accounts.grant(HR, BOB, [Right.FULL_ACCESS])
     return ImapEnv(server)
+
+
+class Raw:
+    """A line-level IMAP client for wire transcripts (blocking; use inside ImapEnv.run)."""
+
+    def __init__(self, port: int, *, tls_context: Any = None) -> None:
+        import socket
+
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        if tls_context is not None:
+            sock = tls_context.wrap_socket(sock, server_hostname="mail.example.test")
+        self.sock = sock
+        self.buf = b""
+        self.greeting = self.line()
+        self._n = 0
+
+    def line(self) -> bytes:
+        """One response line without CRLF (literals stay inline as ``{n}`` + data)."""
+        while b"\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed")
+            self.buf += chunk
+        line, _, self.buf = self.buf.partition(b"\r\n")
+        return line
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def cmd(self, text: str | bytes) -> list[bytes]:
+        """Send ``tag text``; return every line up to and including the tagged one."""
+        self._n += 1
+        tag = b"t%d" % self._n
+        data = text.encode() if isinstance(text, str) else text
+        self.send(tag + b" " + data + b"\r\n")
+        return self.until(tag)
+
+    def until(self, tag: bytes) -> list[bytes]:
+        out = []
+        while True:
+            line = self.line()
+            out.append(line)
+            if line.startswith(tag + b" "):
+                return out
+
+    def close(self) -> None:
+        self.sock.close()

@@ -11,7 +11,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from mailserver.imap import parser as p
-from mailserver.imap.commands import any_state, fetch, folders, messages, search
+from mailserver.imap.commands import any_state, folders
+from mailserver.imap.commands import fetch as fetch_cmd
+from mailserver.imap.commands import messages as message_cmds
+from mailserver.imap.commands import search as search_cmd
 
 Handler = Callable[[Any, Any], Awaitable[str | None]]
 
@@ -36,14 +39,14 @@ HANDLERS: dict[type[p.Command], Handler] = {
     p.Lsub: folders.lsub,
     p.Status: folders.status,
     p.Append: folders.append,
-    p.Idle: messages.idle,
-    p.Check: messages.check,
-    p.Close: messages.close,
-    p.Unselect: messages.close,
-    p.Expunge: messages.expunge,
-    p.Store: messages.store,
-    p.Copy: messages.copy,
-    p.Move: messages.copy,
-    p.Fetch: fetch.fetch,
-    p.Search: search.search,
+    p.Idle: message_cmds.idle,
+    p.Check: message_cmds.check,
+    p.Close: message_cmds.close,
+    p.Unselect: message_cmds.close,
+    p.Expunge: message_cmds.expunge,
+    p.Store: message_cmds.store,
+    p.Copy: message_cmds.copy,
+    p.Move: message_cmds.copy,
+    p.Fetch: fetch_cmd.fetch,
+    p.Search: search_cmd.search,
 }

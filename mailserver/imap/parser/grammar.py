@@ -77,9 +77,27 @@ def _no_args(cls: type[c.Command]) -> Parser:
     return parse
 
 
+def _login_userid(cur: Cursor) -> str:
+    """The LOGIN userid: an astring, leniently also an atom holding ``\\``.
+
+    Python's imaplib sends the user name unquoted, so a delegate login
+    ``alice@example.test\\hr`` arrives as an atom with a backslash (an atom-special,
+    RFC 3501 §9); accepting it is unambiguous because the next octet is SP.
+    """
+    if cur.peek() in (0x22, 0x7B):
+        return cur.xtext("user name")
+    raw = cur._run(lambda b: is_astring_char(b) or b == 0x5C)
+    if not raw:
+        raise ParseError("Expected user name")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ParseError("Invalid UTF-8 in user name") from None
+
+
 def _login(cur: Cursor, tag: str) -> c.Command:
     cur.xsp()
-    userid = cur.xtext("user name")
+    userid = _login_userid(cur)
     cur.xsp()
     password = cur.xtext("password")
     cur.xeol()
