@@ -21,8 +21,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 #: RFC 5321 §4.5.3.1.1: the maximum length of a local part.
 MAX_LOCAL_PART = 64
@@ -94,3 +97,24 @@ def decode(address: str, *, secret: bytes, now: datetime) -> ListBounce | None:
     if (_day(now) - stamped) % _DAY_MODULUS > MAX_AGE_DAYS:
         return None
     return ListBounce(head, sender)
+
+
+#: Size of the bounce-address key: 256 bits, the HMAC-SHA256 block-size-safe default.
+SECRET_BYTES = 32
+
+
+def load_or_create_secret(path: Path) -> bytes:
+    """The bounce-address key kept at ``path`` (created, mode 0600, on first use).
+    Raises OSError when it can be neither read nor created."""
+    try:
+        data = path.read_bytes()
+        if len(data) >= SECRET_BYTES:
+            return data
+    except FileNotFoundError:
+        pass
+    data = secrets.token_bytes(SECRET_BYTES)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return data
