@@ -26,7 +26,7 @@ from delivery.mime.sections import section_bytes as _section_bytes
 from delivery.mime.wire import envelope as _envelope
 
 __all__ = [
-    "MAX_DEPTH", "MAX_PARTS", "SEARCH_FIELDS", "SEARCH_WHERE", "IndexFormatError",
+    "MAX_DEPTH", "MAX_PARTS", "MAX_SEARCH_FIELD", "SEARCH_FIELDS", "SEARCH_WHERE", "IndexFormatError",
     "MessageIndex", "Part", "Section", "SectionLike", "build_index", "find_part",
     "header_fields", "matches_text", "partial", "section_bytes",
 ]
@@ -36,6 +36,10 @@ FORMAT_VERSION = 1
 #: Header fields whose decoded values the index keeps for SEARCH (RFC 3501 §6.4.4
 #: FROM, TO, CC, BCC, SUBJECT), so those keys need no access to the message bytes.
 SEARCH_FIELDS = ("from", "to", "cc", "bcc", "subject")
+#: Longest decoded value kept per search field.  A To: line with thousands of
+#: recipients would otherwise put megabytes into every stored index; SEARCH TO/CC
+#: then only sees the first 16 KiB of such a list (documented limitation).
+MAX_SEARCH_FIELD = 16 * 1024
 #: Values of ``where`` accepted by :func:`matches_text`.
 SEARCH_WHERE = frozenset({"BODY", "TEXT", "HEADER", "FROM", "TO", "CC", "BCC", "SUBJECT"})
 
@@ -159,7 +163,8 @@ def _search_fields(headers: HeaderMap) -> dict[str, str]:
     for name in SEARCH_FIELDS:
         values = headers.all(name)
         if values:
-            out[name] = ", ".join(decode_words(v) for v in values)
+            out[name] = ", ".join(decode_words(v[:MAX_SEARCH_FIELD])
+                                  for v in values)[:MAX_SEARCH_FIELD]
     return out
 
 

@@ -29,20 +29,21 @@ def split_fields(header: bytes) -> list[tuple[str, bytes]]:
     lines and line ends), in order.  Lines that are no field and no continuation are
     kept under the name "" (so HEADER.FIELDS.NOT can keep them); blank lines are
     dropped.  At most ``MAX_FIELDS`` fields are returned."""
-    result: list[tuple[str, bytes]] = []
+    names: list[str] = []
+    chunks: list[list[bytes]] = []
     for line in header.splitlines(keepends=True):
         if line in (b"\r\n", b"\n", b"\r"):
             continue
-        if line[0] in _WSP and result:
+        if line[0] in _WSP and chunks:
             # RFC 5322 §2.2.3: a line starting with WSP continues the previous field.
-            name, raw = result[-1]
-            result[-1] = (name, raw + line)
+            chunks[-1].append(line)
             continue
-        if len(result) >= MAX_FIELDS:
+        if len(names) >= MAX_FIELDS:
             break
         m = _FIELD.match(line)
-        result.append((m.group(1).decode("latin-1").lower() if m else "", line))
-    return result
+        names.append(m.group(1).decode("latin-1").lower() if m else "")
+        chunks.append([line])
+    return [(name, b"".join(parts)) for name, parts in zip(names, chunks, strict=True)]
 
 
 def field_value(raw_field: bytes) -> str:

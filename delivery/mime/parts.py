@@ -25,8 +25,9 @@ from .headers import HeaderMap, param, parse_content_type, parse_disposition, sp
 MAX_DEPTH = 40
 #: Most parts indexed per message; past this a multipart's last indexed part runs to
 #: the end of its range.  The index is stored per message and loaded by FETCH, so a
-#: message of 100,000 empty parts must not produce a megabyte of JSON.
-MAX_PARTS = 2000
+#: message of 100,000 empty parts must not produce megabytes of JSON (about 200
+#: octets of JSON per part).
+MAX_PARTS = 1000
 
 _BLANK_LINE = re.compile(rb"\n\r?\n")
 _DEFAULT_TEXT = ("text", "plain", [("charset", "us-ascii")])

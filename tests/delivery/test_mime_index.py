@@ -289,3 +289,15 @@ def test_json_is_compact() -> None:
     """A plain 1 KiB message indexes to well under 1 KiB of JSON."""
     raw = b"From: a@b.c\r\nTo: d@e.f\r\nSubject: s\r\n\r\n" + b"x" * 1000 + b"\r\n"
     assert len(build_index(raw).to_json()) < 600
+
+
+def test_limits_bound_the_stored_index() -> None:
+    """A 200,000-recipient To: line and a 100,000-part message keep the JSON bounded."""
+    from delivery.mime_index import MAX_PARTS, MAX_SEARCH_FIELD
+    huge_to = build_index(b"To: " + b"a@b, " * 200_000 + b"\r\n\r\n")
+    assert len(huge_to.search_fields["to"]) == MAX_SEARCH_FIELD
+    assert huge_to.envelope_wire.count(b'"a" "b"') == 500
+    assert len(huge_to.to_json()) < 64 * 1024
+    many = build_index(b"Content-Type: multipart/mixed; boundary=b\r\n\r\n" + b"--b\r\n\r\nx\r\n" * 100_000)
+    assert len(many.root.children) <= MAX_PARTS
+    assert len(many.to_json()) < 300 * 1024

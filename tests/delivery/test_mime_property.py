@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from delivery.mime_index import MessageIndex, Section, build_index, section_bytes
+from delivery.mime_index import MessageIndex, Section, build_index, matches_text, section_bytes
 
 _counter = itertools.count()
 
@@ -100,3 +100,24 @@ def test_random_trees_sections(tree: Node, eol: bytes) -> None:
         assert section_bytes(raw, index, Section(path)) == body, path
         assert section_bytes(raw, index, Section(path, "MIME")) == mime, path
     assert section_bytes(raw, index, Section(text="TEXT")) == b
+
+
+_SAMPLE_BITS = [b"Content-Type: multipart/mixed; boundary=b\r\n", b"--b\r\n", b"--b--\r\n",
+                b"Content-Type: message/rfc822\n", b"\r\n", b"\n", b"From: a <b@c>\r\n",
+                b"To: g: x@y;,\r\n", b"Content-Transfer-Encoding: base64\r\n", b"=?x?q?=FF?=",
+                b" folded\r\n", b"\xff\xfe\x00", b"filename*0*=bad'%zz; a*1=\"q", b"(", b"\""]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.binary(max_size=400),
+                 st.lists(st.sampled_from(_SAMPLE_BITS), max_size=40).map(b"".join)))
+def test_never_raises(raw: bytes) -> None:
+    """Any byte string indexes, round-trips and answers sections and searches without raising."""
+    index = MessageIndex.from_json(build_index(raw).to_json())
+    assert index.size == len(raw)
+    for spec in (Section(), Section((1,)), Section((1, 1), "MIME"), Section((2,), "HEADER"),
+                 Section(text="HEADER.FIELDS.NOT", headers=("from",))):
+        section_bytes(raw, index, spec)
+    for where in ("BODY", "TEXT", "FROM", "SUBJECT"):
+        matches_text(raw, index, "x", where)
+    matches_text(raw, index, "x", "HEADER", "to")
