@@ -335,5 +335,7 @@ class Session:
             if self._read_task in done:
                 self.commands.feed(await self._receive(0))
             elif not done:
+                if loop.time() >= deadline:
+                    await self.bye("IDLE timed out")  # RFC 2177: the client re-issues IDLE in time
                 self.send(b"* OK Still here\r\n")
                 await self.flush(True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import imaplib
 import ssl
+from typing import Any
 
 import pytest
 
@@ -86,11 +87,12 @@ async def test_unlicensed_and_disabled_users_fail_uniformly(imap: ImapEnv) -> No
 async def test_delegate_login_opens_shared_mailbox(imap: ImapEnv) -> None:
     """alice\\hr (both forms) opens hr's INBOX as the session's own INBOX, without a Shared/ namespace."""
     await imap.deliver(HR, b"From: a@b.test\r\nSubject: for hr\r\n\r\nhi\r\n")
-    def go(login: str) -> tuple[bytes, list[bytes]]:
+    def go(login: str) -> tuple[bytes, list[Any]]:
         c = imaplib.IMAP4("127.0.0.1", imap.port)
         c.login(login, PASSWORD)
         c.select("INBOX")
-        subject = c.fetch("1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")[1][0][1]
+        item: Any = c.fetch("1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")[1][0]
+        subject: bytes = item[1]
         ns = c.namespace()[1]
         c.logout()
         return subject, ns
@@ -146,8 +148,8 @@ async def test_revoked_grant_ends_delegate_session(imap: ImapEnv) -> None:
         return r
     r = await imap.run(login)
     await imap.server.accounts.revoke(HR, ALICE, [Right.FULL_ACCESS])
-    out = await imap.run(lambda: [r.line() for _ in range(1)] if r.send(b"x NOOP\r\n") is None else [])
-    assert out[0].startswith(b"* BYE")
+    r.send(b"x NOOP\r\n")
+    assert (await imap.run(r.line)).startswith(b"* BYE")
 
 
 async def test_wrong_state_commands_get_bad(imap: ImapEnv) -> None:

@@ -18,7 +18,8 @@ Parser = Callable[[Cursor, str], c.Command]
 # RFC 3501 §6.3.10 status-att, plus HIGHESTMODSEQ (RFC 7162 §3.1.6).
 STATUS_ITEMS = frozenset({"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ"})
 # RFC 5258 §3.1 selection options and §3.2 return options (STATUS: RFC 5819).
-LIST_SELECTION = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH"})
+# SPECIAL-USE is the RFC 6154 §3 selection option.
+LIST_SELECTION = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
 LIST_RETURNS = frozenset({"SUBSCRIBED", "CHILDREN", "SPECIAL-USE", "STATUS"})
 
 
