@@ -36,7 +36,7 @@ async def readyz(app: App, request: Request) -> Response:
         return Response(503, f"listeners not bound: {', '.join(missing)}\n".encode())
     try:
         await app.store.directory.version()
-    except StorageError as e:
+    except Exception as e:  # any failure of the store means "not ready", never a 500
         log.warning("readyz: store unavailable: %s", e)
         return Response(503, b"store unavailable\n")
     return Response(200, b"ready\n")
