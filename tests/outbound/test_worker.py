@@ -259,3 +259,23 @@ async def test_list_member_gets_list_bounce_envelope(store: Store, alice: Accoun
     decoded = bounces.decode(bounce, secret=b"k" * 32, now=datetime.now(UTC))
     assert decoded is not None and decoded.sender == alice.address
     assert bounces.decode(bounce, secret=b"other", now=datetime.now(UTC)) is None
+
+
+async def test_background_loop_logs_queue_size_and_stop_releases_claims(store: Store, alice: Account, zone: Zone, remotes: Remotes, make_worker: Any, caplog: Any) -> None:
+    """The started worker logs queue size and oldest age; stop() ends it and leaves deferred mail queued."""
+    import asyncio
+    import logging
+    zone.add(REMOTE, "A", DEAD)
+    qid = await queue(store, alice.address, f"bob@{REMOTE}")
+    worker = make_worker()
+    caplog.set_level(logging.INFO, logger="delivery.outbound.worker")
+    await worker.start()
+    for _ in range(100):
+        entry = await store.queue.get_queue_entry(qid)
+        if entry is not None and entry.attempts == 1:
+            break
+        await asyncio.sleep(0.05)
+    await worker.stop(grace=2.0)
+    assert any("outbound queue: 1 messages, oldest" in r.getMessage() for r in caplog.records)
+    entry = await store.queue.get_queue_entry(qid)
+    assert entry is not None and entry.attempts == 1 and entry.recipients[0].status == "pending"
