@@ -17,6 +17,7 @@ from delivery.local import Committed, Delivery, Limits, MailTransaction
 from delivery.message import Trace
 from delivery.replies import Reply, ReplyError
 from delivery.routing import Router
+from mailserver import metrics
 from mailserver.app import App
 from storage.errors import StorageError
 
@@ -75,6 +76,7 @@ class SmtpHandler:
                 username, password, authzid=authzid, client_ip=client_ip
             )
         except AuthFailed:
+            metrics.auth_failed("smtp")
             return AuthOutcome(R.R535_5_7_8_AUTH_INVALID, None)
         except AuthThrottled:
             return AuthOutcome(R.R454_4_7_0_AUTH_THROTTLED, None)
@@ -91,7 +93,7 @@ class SmtpHandler:
         try:
             txn = await self.delivery.begin(mail_from, principal.user if principal else None)
         except ReplyError as err:
-            return err.reply, None
+            return self._refused(err.reply), None
         except StorageError as err:
             log.error("MAIL: store unavailable: %s", err)
             return R.R451_4_3_0_LOCAL_ERROR, None
@@ -100,7 +102,7 @@ class SmtpHandler:
     async def rcpt(self, txn: MailTransaction, address: str) -> Reply:
         """RCPT TO: the routing decision as a reply."""
         try:
-            return await self.delivery.add_recipient(txn, address)
+            return self._refused(await self.delivery.add_recipient(txn, address))
         except StorageError as err:
             log.error("RCPT: store unavailable: %s", err)
             return R.R451_4_3_0_LOCAL_ERROR
@@ -109,12 +111,20 @@ class SmtpHandler:
         """End of DATA: 250 only once the message is durably committed."""
         try:
             async with self.app.inflight.hold():
-                committed: Committed = await self.delivery.commit(txn, content, trace)
+                with metrics.Timer() as timer:
+                    committed: Committed = await self.delivery.commit(txn, content, trace)
         except ReplyError as err:
             if err.reply.code >= 500:
                 log.info("DATA refused: %s", err.reply.line())
-            return err.reply
+            return self._refused(err.reply)
         except StorageError as err:
             log.error("DATA: store unavailable: %s", err)
             return R.R451_4_3_0_LOCAL_ERROR
+        metrics.message_accepted(self.policy.name, timer.seconds)
         return committed.reply
+
+    def _refused(self, reply: Reply) -> Reply:
+        """Count a 4xx/5xx decision in the metrics; return the reply unchanged."""
+        if reply.code >= 400:
+            metrics.message_rejected(self.policy.name, reply.code, reply.enhanced)
+        return reply
