@@ -24,7 +24,7 @@ def _need(binary: str) -> None:
 
 
 def _run(args: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, capture_output=True, text=True, timeout=60, **kw)  # type: ignore[call-overload,no-any-return]
+    return subprocess.run(args, capture_output=True, text=True, timeout=60, **kw)  # type: ignore[call-overload]
 
 
 def _maildir_files(folder: Path) -> list[Path]:
@@ -211,5 +211,5 @@ set mail_check = 1
         _tmux("kill-session", "-t", session)
     state = await _server_state(imap)
     assert len(state) == 1
-    (subject, flags), = state
+    (_, flags), = state
     assert b"\\Flagged" in flags and b"\\Seen" in flags
