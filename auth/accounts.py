@@ -7,6 +7,7 @@ errors are translated into it, never passed through.
 
 from __future__ import annotations
 
+import zoneinfo
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +23,9 @@ from auth.settings import (
     COPY_SEND_ON_BEHALF,
     COPY_SENT_AS,
     REQUIRE_SENDER_AUTHENTICATION,
+    ROOM_POLICY_DEFAULTS,
+    ROOM_POLICY_RANGES,
+    AutomateProcessing,
     ListPolicy,
     RoomSettings,
     SharedSettings,
@@ -482,6 +486,24 @@ class AccountService:
             raise AccountError(f"{room.address} is {describe_kind(room.kind)}, not a room")
         return RoomSettings.of(room)
 
+    async def set_room_policy(self, address: str, changes: dict[str, Any]) -> RoomSettings:
+        """Change booking policy keys of a room (names and defaults in
+        :data:`auth.settings.ROOM_POLICY_DEFAULTS`, plus ``capacity``); a value of None
+        restores the default. Values are checked and normalised (address lists in normal
+        form, numbers in Exchange's ranges). Raises AccountError naming the bad key.
+        """
+        room = await self.get(address)
+        if room.kind is not AccountKind.ROOM:
+            raise AccountError(f"{room.address} is {describe_kind(room.kind)}, not a room")
+        clean: dict[str, Any] = {}
+        for key, value in changes.items():
+            clean[key] = None if value is None else _room_policy_value(key, value)
+        if not clean:
+            return RoomSettings.of(room)
+        with _storage_errors(not_found=f"no room {room.address}"):
+            updated = await self.directory.update_settings(room.address, clean)
+        return RoomSettings.of(updated)
+
     # ------------------------------------------------------------------ aliases
 
     async def add_alias(self, alias: str, target: str) -> Alias:
@@ -625,3 +647,39 @@ def _unique(addresses: Iterable[str]) -> list[str]:
 def right_name(right: Right) -> str:
     """``"Send As"`` and so on, for messages and the CLI."""
     return _RIGHT_NAMES[right]
+
+
+def _room_policy_value(key: str, value: Any) -> Any:
+    """The stored form of one room policy value. Raises AccountError."""
+    if key == CAPACITY:
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ROOM_CAPACITY:
+            raise AccountError(f"room capacity must be between 1 and {MAX_ROOM_CAPACITY}, not {value!r}")
+        return value
+    if key not in ROOM_POLICY_DEFAULTS:
+        raise AccountError(f"unknown room policy key {key!r}")
+    default = ROOM_POLICY_DEFAULTS[key]
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise AccountError(f"{key} must be true or false, not {value!r}")
+        return value
+    if isinstance(default, int):
+        low, high = ROOM_POLICY_RANGES[key]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise AccountError(f"{key} must be a whole number from {low} to {high}, not {value!r}")
+        return value
+    if isinstance(default, list):
+        if isinstance(value, str) or not isinstance(value, list | tuple):
+            raise AccountError(f"{key} must be a list of addresses")
+        return _unique(_address(str(v)) for v in value)
+    if key == "automate_processing":
+        try:
+            return AutomateProcessing(str(value)).value
+        except ValueError:
+            choices = ", ".join(m.value for m in AutomateProcessing)
+            raise AccountError(f"automate_processing must be one of {choices}, not {value!r}") from None
+    if key == "timezone":
+        try:
+            zoneinfo.ZoneInfo(str(value))
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise AccountError(f"timezone {value!r} is not a known IANA time zone") from None
+    return str(value)

@@ -6,6 +6,7 @@ reads as the default. Keys are written by :class:`auth.accounts.AccountService`.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,16 +63,110 @@ class SharedSettings:
         )
 
 
+class AutomateProcessing(enum.StrEnum):
+    """Exchange AutomateProcessing (mission-semantics §4.1)."""
+
+    AUTO_ACCEPT = "auto_accept"  # book by policy: free = accept, busy = decline
+    AUTO_UPDATE = "auto_update"  # keep requests tentative until a delegate approves
+    NONE = "none"  # the attendant leaves the room's mail alone
+
+
+#: Booking policy keys with Exchange's defaults (mission-semantics §4.3; Set-CalendarProcessing).
+ROOM_POLICY_DEFAULTS: dict[str, Any] = {
+    "automate_processing": AutomateProcessing.AUTO_ACCEPT.value,
+    "allow_conflicts": False,
+    "booking_window_days": 180,
+    "enforce_scheduling_horizon": True,
+    "maximum_duration_minutes": 1440,
+    "allow_recurring_meetings": True,
+    "conflict_percentage_allowed": 0,
+    "maximum_conflict_instances": 0,
+    "all_book_in_policy": True,
+    "book_in_policy": [],
+    "all_request_in_policy": False,
+    "request_in_policy": [],
+    "resource_delegates": [],
+    "process_external_meeting_messages": False,
+    "delete_subject": True,
+    "add_organizer_to_subject": True,
+    "delete_comments": True,
+    "delete_attachments": True,
+    "remove_private_property": True,
+    "enable_response_details": True,
+    "organizer_info": True,
+    "additional_response": "",
+    "timezone": "UTC",
+}
+#: Limits Exchange puts on the numeric keys (BookingWindowInDays 0-1080, percentages 0-100).
+ROOM_POLICY_RANGES: dict[str, tuple[int, int]] = {
+    "booking_window_days": (0, 1080),
+    "maximum_duration_minutes": (0, 10 * 365 * 1440),
+    "conflict_percentage_allowed": (0, 100),
+    "maximum_conflict_instances": (0, 10_000),
+}
+
+
 @dataclass(frozen=True, slots=True)
 class RoomSettings:
-    """A room's capacity in people (None: not stated)."""
+    """A room's capacity (None: not stated) and its booking policy, Exchange's names and
+    defaults (mission-semantics §4.3). Address lists are in normal form; ``timezone`` is
+    the IANA zone that floating times and all-day dates of requests are read in.
+    """
 
     capacity: int | None = None
+    automate_processing: AutomateProcessing = AutomateProcessing.AUTO_ACCEPT
+    allow_conflicts: bool = False
+    booking_window_days: int = 180
+    enforce_scheduling_horizon: bool = True
+    maximum_duration_minutes: int = 1440  # 0 = unlimited
+    allow_recurring_meetings: bool = True
+    conflict_percentage_allowed: int = 0
+    maximum_conflict_instances: int = 0
+    all_book_in_policy: bool = True
+    book_in_policy: tuple[str, ...] = ()
+    all_request_in_policy: bool = False
+    request_in_policy: tuple[str, ...] = ()
+    resource_delegates: tuple[str, ...] = ()
+    process_external_meeting_messages: bool = False
+    delete_subject: bool = True
+    add_organizer_to_subject: bool = True
+    delete_comments: bool = True
+    delete_attachments: bool = True
+    remove_private_property: bool = True
+    enable_response_details: bool = True
+    organizer_info: bool = True
+    additional_response: str = ""
+    timezone: str = "UTC"
 
     @classmethod
     def of(cls, account: Account) -> RoomSettings:
-        value = account.settings.get(CAPACITY)
-        return cls(capacity=value if isinstance(value, int) and not isinstance(value, bool) else None)
+        s = account.settings
+        value = s.get(CAPACITY)
+        kw: dict[str, Any] = {}
+        for key, default in ROOM_POLICY_DEFAULTS.items():
+            raw = s.get(key, default)
+            if isinstance(default, bool):
+                kw[key] = bool(raw)
+            elif isinstance(default, int):
+                kw[key] = raw if isinstance(raw, int) and not isinstance(raw, bool) else default
+            elif isinstance(default, list):
+                kw[key] = _strings(raw)
+            elif key == "automate_processing":
+                try:
+                    kw[key] = AutomateProcessing(str(raw))
+                except ValueError:
+                    kw[key] = AutomateProcessing(default)
+            else:
+                kw[key] = str(raw)
+        return cls(capacity=value if isinstance(value, int) and not isinstance(value, bool) else None, **kw)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every key with its value (lists as lists), for display and JSON."""
+        out: dict[str, Any] = {"capacity": self.capacity}
+        for key in ROOM_POLICY_DEFAULTS:
+            value = getattr(self, key)
+            out[key] = list(value) if isinstance(value, tuple) else (value.value if isinstance(value, enum.Enum) else value)
+        return out
 
 
 def _strings(value: Any) -> tuple[str, ...]:

@@ -19,6 +19,7 @@ from delivery.replies import Reply, ReplyError
 from delivery.routing import Router
 from mailserver import metrics
 from mailserver.app import App
+from mailserver.booking import booking_for, rooms_of
 from storage.errors import StorageError
 
 log = logging.getLogger("mailserver.smtp")
@@ -121,6 +122,7 @@ class SmtpHandler:
             log.error("DATA: store unavailable: %s", err)
             return R.R451_4_3_0_LOCAL_ERROR
         metrics.message_accepted(self.policy.name, timer.seconds)
+        booking_for(self.app).submit(rooms_of(txn), content, txn.sender.user)  # issue 5, after the commit
         return committed.reply
 
     def _refused(self, reply: Reply) -> Reply:
