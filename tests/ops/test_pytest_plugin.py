@@ -152,3 +152,17 @@ def test_unknown_marker_argument_is_an_error(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest()
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*unknown argument(s) user*"])
+
+
+def test_readme_example_test_passes(pytester: pytest.Pytester) -> None:
+    """The complete example test in the README's "Using it in your test suite" section passes as written."""
+    import re
+
+    from tests.helpers import ROOT
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Using it in your test suite", 1)[1].split("\n## ", 1)[0]
+    [example] = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    pytester.makeini(INI)
+    pytester.makepyfile(test_readme_example=example)
+    pytester.runpytest().assert_outcomes(passed=1)
