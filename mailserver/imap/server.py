@@ -11,6 +11,7 @@ import logging
 import weakref
 from collections import defaultdict
 
+from mailserver import metrics
 from mailserver.app import App
 from mailserver.config import Listener
 from mailserver.imap.session import Session
@@ -89,6 +90,8 @@ def _handler(app: App, implicit_tls: bool):  # type: ignore[no-untyped-def]
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         transport = writer.transport
         app.connections.add(transport)
+        listener = "imaps" if implicit_tls else "imap"
+        metrics.connection_opened(listener)
         peer = writer.get_extra_info("peername")
         ip = str(peer[0]) if peer else "unknown"
         try:
@@ -106,6 +109,7 @@ def _handler(app: App, implicit_tls: bool):  # type: ignore[no-untyped-def]
         except Exception:
             log.exception("imap connection from %s failed", ip)
         finally:
+            metrics.connection_closed(listener)
             app.connections.discard(transport)
             app.connections.discard(writer.transport)
             try:

@@ -13,14 +13,25 @@ import asyncio
 import ipaddress
 import logging
 import ssl
+import time
 from typing import TYPE_CHECKING
 
 from auth.login import Principal
+from mailserver import metrics
 from mailserver.app import App
 from mailserver.imap import parser as p
 from mailserver.imap import states
 from mailserver.imap.namespace import Namespace
-from mailserver.imap.responses import CLOSED, NOPERM, SERVERBUG, UNAVAILABLE, ImapError, bad, no
+from mailserver.imap.responses import (
+    AUTHENTICATIONFAILED,
+    CLOSED,
+    NOPERM,
+    SERVERBUG,
+    UNAVAILABLE,
+    ImapError,
+    bad,
+    no,
+)
 from mailserver.imap.states import State
 from mailserver.imap.view import MailboxGone, SelectedView
 from storage.errors import StorageError
@@ -190,15 +201,21 @@ class Session:
         """Run one command and write its untagged updates and tagged response."""
         from mailserver.imap.commands import HANDLERS
 
+        started, result = time.perf_counter(), "NO"
         try:
             states.check(cmd, self.state)
             await self._check_access(cmd)
             text = await HANDLERS[type(cmd)](self, cmd)
             if text is None:  # the handler answered itself (STARTTLS)
+                result = "OK"
                 return
             await self.send_updates(cmd)
             self.send(f"{cmd.tag} OK {text}\r\n".encode())
+            result = "OK"
         except ImapError as err:
+            result = err.status
+            if err.code == AUTHENTICATIONFAILED:
+                metrics.auth_failed("imap")
             await self._updates_after_error(cmd)
             self.send(err.response(cmd.tag))
         except Closed:
@@ -213,6 +230,8 @@ class Session:
         except Exception:
             log.exception("imap %s failed", type(cmd).__name__)
             self.send(no("Internal error", SERVERBUG).response(cmd.tag))
+        finally:
+            metrics.imap_command(type(cmd).__name__, result, time.perf_counter() - started)
 
     async def _updates_after_error(self, cmd: p.Command) -> None:
         try:

@@ -140,3 +140,29 @@ async def test_outlook_autodiscover_errors(server: RunningServer) -> None:
     assert ET.fromstring(body).findtext("a:Response/a:Error/a:ErrorCode", namespaces=NS) == "500"
     _, _, body = await request(port, "GET", "/autodiscover/autodiscover.xml")
     assert ET.fromstring(body).findtext("a:Response/a:Error/a:ErrorCode", namespaces=NS) == "600"
+
+
+async def test_metrics_count_imap_commands_and_auth_failures(server: RunningServer) -> None:
+    """IMAP commands are counted by name and result, a failed LOGIN also as an auth failure."""
+    import asyncio
+
+    await server.accounts.add_user("alice@example.test", "Alice", "pw")
+    http = server.port("http")
+    before = (await request(http, "GET", "/metrics"))[2].decode()
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port("imap"))
+    await reader.readline()
+    for line in (b"a LOGIN alice@example.test wrong", b"b NOOP", b"c LOGOUT"):
+        writer.write(line + b"\r\n")
+        while not (await reader.readline()).startswith(line.split(b" ")[0] + b" "):
+            pass
+    writer.close()
+    after = (await request(http, "GET", "/metrics"))[2].decode()
+
+    def delta(name: str, **labels: str) -> float:
+        return _metric(after, name, **labels) - _metric(before, name, **labels)
+
+    assert delta("mailserver_imap_commands_total", command="LOGIN", result="NO") == 1
+    assert delta("mailserver_imap_commands_total", command="NOOP", result="OK") == 1
+    assert delta("mailserver_auth_failures_total", protocol="imap") == 1
+    assert delta("mailserver_connections_total", listener="imap") == 1
+    assert delta("mailserver_imap_command_seconds_count", command="NOOP") == 1
