@@ -31,6 +31,7 @@ from delivery import replies as R
 from delivery.local import MailTransaction
 from delivery.message import Trace
 from delivery.replies import Reply
+from mailserver import metrics
 from mailserver.smtp.data import DataError, DataReader
 from mailserver.smtp.handler import SmtpHandler
 
@@ -121,11 +122,13 @@ class SmtpProtocol(SMTP):
         if self._registered is None:
             self._registered = transport
             self.mail_handler.app.connections.add(transport)
+            metrics.connection_opened(self.mail_handler.policy.name)
         super().connection_made(transport)
 
     def connection_lost(self, error: Exception | None) -> None:
         if self._registered is not None:
             self.mail_handler.app.connections.discard(self._registered)
+            metrics.connection_closed(self.mail_handler.policy.name)
         super().connection_lost(error)
 
     def _set_post_data_state(self) -> None:

@@ -77,6 +77,8 @@ async def test_metrics_count_smtp_messages_and_rejections(server: RunningServer)
     after = (await request(http, "GET", "/metrics"))[2].decode()
     accepted = "mailserver_messages_accepted_total"
     assert _metric(after, accepted, listener="smtp") == _metric(before, accepted, listener="smtp") + 1
+    conns = "mailserver_connections_total"
+    assert _metric(after, conns, listener="smtp") == _metric(before, conns, listener="smtp") + 1
     rejected = "mailserver_messages_rejected_total"
     assert _metric(after, rejected, listener="smtp", reason="5.1.1") == _metric(before, rejected, listener="smtp", reason="5.1.1") + 1
 

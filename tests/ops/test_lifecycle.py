@@ -99,3 +99,17 @@ def test_serve_ephemeral_prints_ports_and_logins_and_cleans_up() -> None:
         code, out = stop_daemon(proc)
     assert code == 0, out
     assert not folder.exists()
+
+
+def test_dns_command_prints_srv_and_autoconfig_names(tmp_path: Path) -> None:
+    """`mailserver dns DOMAIN` includes the RFC 6186/8314 SRV records and the autoconfig/autodiscover names."""
+    values = throwaway_config_values(tmp_path, ports={"imaps": 993, "submissions": 465, "imap": 143, "submission": 587})
+    conf = write_config(tmp_path / "c.toml", values)
+    res = run_cli("dns", "example.test", config=conf)
+    assert res.returncode == 0, res.stderr
+    out = res.stdout
+    assert "_imaps._tcp.example.test. 3600 IN SRV 0 1 993 mail.example.test." in out
+    assert "_submissions._tcp.example.test. 3600 IN SRV 0 1 465 mail.example.test." in out
+    assert "_submission._tcp.example.test. 3600 IN SRV 10 1 587 mail.example.test." in out
+    assert "autoconfig.example.test. 3600 IN CNAME mail.example.test." in out
+    assert "autodiscover.example.test. 3600 IN CNAME mail.example.test." in out
