@@ -7,7 +7,8 @@
 * another domain: :class:`Relay` for authenticated senders, otherwise rejected;
 * anything else: :class:`Rejection` carrying its reply.
 
-Routing never writes and never talks to the client; :mod:`delivery.local` collects the
+Routing reads an in-memory directory snapshot (:mod:`auth.snapshot`), never writes
+and never talks to the client; :mod:`delivery.local` collects the
 resolutions of one transaction (deduplicating across them) and commits.
 """
 
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 
 from auth.addresses import InvalidAddress, normalize_address, normalize_domain
 from auth.settings import ListPolicy
+from auth.snapshot import CachedDirectory, DirectorySnapshot
 from delivery import replies as R
 from delivery.replies import Reply
 from storage.interfaces import Directory
@@ -91,37 +93,32 @@ def deliverable(account: Account) -> bool:
 
 
 class Router:
-    """Resolves recipients against the directory.
+    """Resolves recipients against an in-memory directory snapshot.
 
-    The local domain list is cached and reloaded when :meth:`Directory.version` changes.
+    ``directory`` is wrapped in a :class:`~auth.snapshot.CachedDirectory` unless it is
+    one already; resolving reads the snapshot of the last refresh (no database round
+    trip). Whoever starts a unit of work calls ``router.directory.refresh()`` first
+    (:meth:`delivery.local.Delivery.begin` does, at MAIL FROM).
     """
 
     def __init__(self, directory: Directory, *, max_depth: int = MAX_LIST_DEPTH) -> None:
-        self._directory = directory
+        self.directory = directory if isinstance(directory, CachedDirectory) else CachedDirectory(directory)
         self._max_depth = max_depth
-        self._domains: frozenset[str] = frozenset()
-        self._domains_version: int | None = None
 
     async def local_domains(self) -> frozenset[str]:
-        """The local domains, as of the directory's current version."""
-        version = await self._directory.version()
-        if version != self._domains_version:
-            self._domains = frozenset(d.lower() for d in await self._directory.list_domains())
-            self._domains_version = version
-        return self._domains
+        """The local domains, as of the current snapshot."""
+        return (await self.directory.snapshot()).domains
 
     async def is_local_domain(self, domain: str) -> bool:
-        try:
-            return normalize_domain(domain) in await self.local_domains()
-        except InvalidAddress:
-            return False
+        return _is_local(await self.directory.snapshot(), domain)
 
     async def resolve(self, address: str, sender: SenderContext) -> Resolution:
         """Resolve one RCPT TO address for ``sender``. Never raises for bad input."""
+        snap = await self.directory.snapshot()
         _, at, domain = address.rpartition("@")
         if not at or not domain:
             return Rejection(R.R553_5_1_3_BAD_ADDRESS)
-        if not await self.is_local_domain(domain):
+        if not _is_local(snap, domain):
             if sender.authenticated:
                 return Relay(address)
             return Rejection(R.R554_5_7_1_RELAY_DENIED)  # RFC 5321 §3.6.1: no open relay
@@ -129,7 +126,7 @@ class Router:
             normal = normalize_address(address)
         except InvalidAddress:
             return Rejection(R.R550_5_1_1_USER_UNKNOWN.format(address=_printable(address)))
-        account = await self._directory.resolve(normal)
+        account = snap.resolve(normal)
         if account is None:
             return Rejection(R.R550_5_1_1_USER_UNKNOWN.format(address=normal))
         if not deliverable(account):
@@ -139,20 +136,23 @@ class Router:
         refusal = list_refusal(ListPolicy.of(account), sender)
         if refusal is not None:
             return Rejection(refusal)
-        return await self.expand(account)
+        return self._expand(snap, account)
 
     async def expand(self, dl: Account) -> ListExpansion:
         """Every final recipient of ``dl``: nested lists expanded depth-first with a
         visited set (so cycles end and the list never reaches itself), at most
         ``max_depth`` levels; each mailbox and external address once; members that are
         unknown, disabled or unlicensed are skipped (and logged)."""
+        return self._expand(await self.directory.snapshot(), dl)
+
+    def _expand(self, snap: DirectorySnapshot, dl: Account) -> ListExpansion:
         visited: set[int] = {dl.id}
         local: dict[int, Account] = {}
         remote: dict[str, None] = {}
-        domains = await self.local_domains()
+        domains = snap.domains
 
-        async def walk(current: Account, depth: int) -> None:
-            for member in await self._directory.members(current.address):
+        def walk(current: Account, depth: int) -> None:
+            for member in snap.list_members(current.address):
                 try:
                     normal = normalize_address(member)
                 except InvalidAddress:
@@ -161,7 +161,7 @@ class Router:
                 if normal.rpartition("@")[2] not in domains:
                     remote.setdefault(normal, None)
                     continue
-                account = await self._directory.resolve(normal)
+                account = snap.resolve(normal)
                 if account is None or not deliverable(account):
                     log.info("list %s: skipping member %s (unknown or unavailable)", current.address, normal)
                     continue
@@ -173,12 +173,22 @@ class Router:
                                     dl.address, self._max_depth, account.address)
                         continue
                     visited.add(account.id)
-                    await walk(account, depth + 1)
+                    walk(account, depth + 1)
                 else:
                     local.setdefault(account.id, account)
 
-        await walk(dl, 1)
+        walk(dl, 1)
         return ListExpansion(dl, tuple(local.values()), tuple(remote))
+
+
+def _is_local(snap: DirectorySnapshot, domain: str) -> bool:
+    """True when ``domain`` (any spelling, U-labels too) is one of the snapshot's domains."""
+    if domain in snap.domains:  # the common case: already in normal form
+        return True
+    try:
+        return normalize_domain(domain) in snap.domains
+    except InvalidAddress:
+        return False
 
 
 def list_refusal(policy: ListPolicy, sender: SenderContext) -> Reply | None:

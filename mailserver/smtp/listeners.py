@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 
+from auth.snapshot import CachedDirectory
 from delivery.routing import Router
 from mailserver.app import App
 from mailserver.config import Listener
@@ -21,14 +22,14 @@ POLICIES: dict[str, ListenerPolicy] = {
     "submissions": ListenerPolicy("submissions", implicit_tls=True, starttls=False, auth_required=True),
 }
 
-#: one router (and its domain cache) per running app, shared by its SMTP listeners
+#: one router (and its directory snapshot) per running app, shared by its SMTP listeners
 _ROUTERS: weakref.WeakKeyDictionary[App, Router] = weakref.WeakKeyDictionary()
 
 
 def _router(app: App) -> Router:
     router = _ROUTERS.get(app)
     if router is None:
-        router = _ROUTERS[app] = Router(app.store.directory)
+        router = _ROUTERS[app] = Router(CachedDirectory(app.store.directory))
     return router
 
 

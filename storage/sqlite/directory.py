@@ -149,9 +149,10 @@ class SqliteDirectory:
         self._w = writer
 
     async def version(self) -> int:
-        row = await self._r.one("SELECT value FROM meta WHERE key = 'directory_version'")
-        assert row is not None
-        return int(row[0])
+        # A point read without a thread hop: callers check it on every transaction.
+        value = await self._r.scalar_now("SELECT value FROM meta WHERE key = 'directory_version'")
+        assert value is not None
+        return int(value)
 
     # -- domains
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from delivery import replies as R
 from delivery.routing import ListExpansion, LocalMailbox, Rejection, Relay, Router, SenderContext
-from storage.types import Account, AccountKind
+from storage.types import Account, AccountKind, Alias, Grant
 
 
 class Dir:
-    """version/list_domains/resolve/members over dicts."""
+    """The reads a directory snapshot loads (version, domains, accounts, aliases, members, grants) over dicts."""
 
     def __init__(self) -> None:
         self.accounts: dict[str, Account] = {}
@@ -40,6 +40,15 @@ class Dir:
 
     async def members(self, list_address: str) -> list[str]:
         return self.lists[list_address]
+
+    async def list_accounts(self) -> list[Account]:
+        return list(self.accounts.values())
+
+    async def list_aliases(self) -> list[Alias]:
+        return [Alias(a, t) for a, t in self.aliases.items()]
+
+    async def grants_on(self, mailbox: str) -> list[Grant]:
+        return []
 
 
 ANON = SenderContext(None, "x@elsewhere.example")

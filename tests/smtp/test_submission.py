@@ -296,7 +296,8 @@ async def test_nested_lists_each_recipient_once(server: Any, org: dict[str, Any]
 
 
 async def test_list_requires_authenticated_sender(server: Any, org: dict[str, Any]) -> None:
-    """A list refuses outside (unauthenticated) senders with 550 5.7.133 by default; allowed when turned off."""
+    """A list refuses outside (unauthenticated) senders with 550 5.7.133 by default; allowed once turned off
+    (from the next transaction on: a transaction sees the directory as of its MAIL FROM)."""
     await make_lists(server.accounts)
     mx = await RawSmtp.connect(server.port("smtp"))
     await mx.ehlo()
@@ -304,6 +305,8 @@ async def test_list_requires_authenticated_sender(server: Any, org: dict[str, An
     code, text = await mx.cmd("RCPT TO:<team@example.test>")
     assert f"{code} {text}" == "550 5.7.133 Sender not authenticated for group"
     await server.accounts.set_list_policy("team@example.test", require_sender_authentication=False)
+    assert (await mx.cmd("RSET"))[0] == 250
+    assert (await mx.cmd("MAIL FROM:<x@elsewhere.example>"))[0] == 250
     code, _ = await mx.cmd("RCPT TO:<team@example.test>")
     assert code == 250
     await mx.close()
