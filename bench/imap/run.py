@@ -103,6 +103,11 @@ async def fill(config: cfg.Config, sizes: list[int]) -> None:
     await store.close()
 
 
+def spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Start the daemon (returns before it listens)."""
+    return subprocess.Popen(argv, cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+
+
 def peak_rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -150,8 +155,7 @@ async def main() -> None:
     config = cfg.load(config_path)
     await fill(config, sizes)
     env = {k: v for k, v in os.environ.items() if k != cfg.ENV_VAR}
-    proc = subprocess.Popen([sys.executable, "-m", "mailserver", "serve", "--config", str(config_path)],
-                            cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+    proc = spawn([sys.executable, "-m", "mailserver", "serve", "--config", str(config_path)], env)
     rows: list[tuple[str, str]] = []
     try:
         for _ in range(300):

@@ -421,3 +421,21 @@ async def test_shared_mailbox_scenario_two_delegates(imap: ImapEnv) -> None:
     a.close()
     b.close()
     await asyncio.sleep(0)
+
+
+async def test_pipelined_appends_answer_in_order(imap: ImapEnv) -> None:
+    """Ten APPENDs pipelined with LITERAL+ (run together) are answered in command order with ascending UIDs."""
+    def go() -> list[bytes]:
+        r = login(imap)
+        data = b"".join(b"p%d APPEND INBOX {%d+}\r\n%s\r\n" % (i, len(m), m)
+                        for i, m in enumerate(message(f"pipe {i}") for i in range(10)))
+        r.send(data + b"p10 APPEND Nope {1+}\r\nx\r\np11 NOOP\r\n")
+        lines = r.until(b"p11")
+        r.close()
+        return lines
+    lines = await imap.run(go)
+    tagged = [x for x in lines if x.startswith(b"p")]
+    assert [x.split()[0] for x in tagged] == [b"p%d" % i for i in range(12)]
+    uids = [int(x.split(b"]")[0].rsplit(b" ", 1)[1]) for x in tagged[:10]]
+    assert uids == list(range(1, 11))
+    assert tagged[10].split(b" ", 1)[1].startswith(b"NO [TRYCREATE]")
