@@ -114,6 +114,28 @@ ROUTES: dict[str, Handler] = {
 ROUTES_ANY_CASE: dict[str, Handler] = {"/autodiscover/autodiscover.xml": autodiscover}
 
 
+def _dav(name: str) -> Handler:
+    """A handler of :mod:`mailserver.dav.http`, imported on first use (it imports this package)."""
+
+    async def handler(app: App, request: Request) -> Response:
+        from mailserver.dav import http as dav
+
+        return await getattr(dav, name)(app, request)
+
+    return handler
+
+
+# Issue 5: CalDAV/CardDAV tree (every WebDAV method, large bodies), its RFC 6764
+# well-known redirects, Internet Free/Busy.
+_DAV_TREE = _dav("dav")
+ROUTES.update({"/.well-known/caldav": _dav("well_known"), "/.well-known/carddav": _dav("well_known"), "/dav": _DAV_TREE})
+#: path prefix -> handler, tried after the exact routes
+PREFIX_ROUTES: dict[str, Handler] = {"/dav/": _DAV_TREE, "/freebusy/": _dav("freebusy")}
+#: handlers that take every method, with their largest request body (mailserver.dav.http.MAX_BODY)
+ANY_METHOD: dict[Handler, int] = {_DAV_TREE: 16 * 1024 * 1024}
+
+
 def route(path: str) -> Handler | None:
     """The handler for ``path``, or None (404)."""
-    return ROUTES.get(path) or ROUTES_ANY_CASE.get(path.lower())
+    found = ROUTES.get(path) or ROUTES_ANY_CASE.get(path.lower())
+    return found or next((h for prefix, h in PREFIX_ROUTES.items() if path.startswith(prefix)), None)

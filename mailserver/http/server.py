@@ -14,7 +14,7 @@ from mailserver.app import App
 from mailserver.config import Listener
 from mailserver.http import access
 from mailserver.http.messages import Request, Response
-from mailserver.http.routes import route
+from mailserver.http.routes import ANY_METHOD, route
 
 log = logging.getLogger("mailserver.http")
 
@@ -67,7 +67,8 @@ async def _read_request(reader: asyncio.StreamReader, peer: str) -> Request | Re
         return Response(400, b"bad Content-Length\n")
     if length < 0:
         return Response(400, b"bad Content-Length\n")
-    if length > MAX_BODY:
+    handler = route(target.partition("?")[0])
+    if length > (ANY_METHOD.get(handler, MAX_BODY) if handler else MAX_BODY):
         return Response(413, b"request body too large\n")
     body = await reader.readexactly(length) if length else b""
     path, _, query = target.partition("?")
@@ -91,7 +92,7 @@ async def _handle(app: App, reader: asyncio.StreamReader, writer: asyncio.Stream
             handler = route(req.path)
             if handler is None:
                 resp = Response(404, b"not found\n")
-            elif req.method not in ("GET", "HEAD", "POST"):
+            elif req.method not in ("GET", "HEAD", "POST") and handler not in ANY_METHOD:
                 resp = Response(405, b"method not allowed\n")
             else:
                 try:
