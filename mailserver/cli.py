@@ -517,6 +517,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--capacity", type=int, help="number of seats")
     cmd(rs, "show", "show a room", cmd_room, json_out=True).add_argument("address")
     cmd(rs, "list", "list rooms", cmd_room, json_out=True)
+    from mailserver.cli_room import add_commands as add_room_commands
+
+    add_room_commands(rs, cmd)
 
     al = cmd(sub, "alias", "manage address aliases")
     als = al.add_subparsers(dest="action", required=True, metavar="ACTION")
