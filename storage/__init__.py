@@ -43,4 +43,10 @@ async def open_store(backend: str, *, path: Path | None = None, dsn: str | None 
         if path is None:
             raise StorageError("the sqlite backend needs a database path")
         return await SqliteStore.open(path)
+    if backend == "postgres":
+        from storage.postgres import PgStore
+
+        if not dsn:
+            raise StorageError("the postgres backend needs storage.dsn (postgresql://user@host/db)")
+        return await PgStore.open(dsn)
     raise StorageError(f"unknown storage backend {backend!r}")
