@@ -72,9 +72,6 @@ def reload(app: App, *, configure_logging: Callable[[str, str], object] | None =
     try:
         new = cfg.load(old.path)
         cert, key, generated = tls.ensure_certificate(new)
-        for f in (cert, key):  # name the file (ssl's own error does not)
-            if not f.is_file():
-                raise tls.TLSError(f"TLS file not found: {f}")
         context = tls.server_context(cert, key)
         access.networks(new)
     except (cfg.ConfigError, tls.TLSError, OSError, ValueError) as e:

@@ -78,10 +78,11 @@ def server_context(cert: Path, key: Path) -> ssl.SSLContext:
     """A TLS 1.2+ server context. Raises TLSError naming the file on failure."""
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    for path in (cert, key):
+        if not path.is_file():  # ssl's FileNotFoundError does not name the file
+            raise TLSError(f"TLS file not found: {path}")
     try:
         ctx.load_cert_chain(cert, key)
-    except FileNotFoundError as e:
-        raise TLSError(f"TLS file not found: {e.filename}") from None
     except (ssl.SSLError, OSError) as e:
         raise TLSError(f"cannot load TLS certificate {cert} / key {key}: {e}") from None
     return ctx
