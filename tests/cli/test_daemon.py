@@ -130,3 +130,14 @@ async def test_cli_changes_reach_running_daemon(server: RunningServer) -> None:
     with pytest.raises(AuthFailed):
         await server.app.authenticator.authenticate("zoe@example.test", "pw-zoe", client_ip="127.0.0.1")
 
+
+
+def test_missing_certificate_is_one_clear_line(tmp_path: Path) -> None:
+    """A configured certificate that does not exist stops start-up with one line naming it."""
+    missing = tmp_path / "nowhere" / "cert.pem"
+    values = throwaway_config_values(tmp_path, **{"tls.cert_file": str(missing), "tls.key_file": str(missing)})
+    conf = write_config(tmp_path / "c.toml", values)
+    r = run_cli("serve", config=conf)
+    assert r.returncode == 1
+    last = r.stderr.strip().splitlines()[-1]
+    assert last == f"mailserver: error: tls: TLS file not found: {missing}"
