@@ -97,9 +97,12 @@ def _check_data_dir(path: Path) -> None:
 async def open_services(config: Config, hasher: PasswordHasher | None = None) -> tuple[Store, AccountService, PasswordHasher]:
     """Open the store and the account service (shared by the CLI and the daemon)."""
     _check_data_dir(config.data_dir)
-    _check_data_dir(config.storage_path.parent)
+    if config["storage.backend"] == "sqlite":
+        _check_data_dir(config.storage_path.parent)
     try:
-        store = await open_store(config["storage.backend"], path=config.storage_path)
+        store = await open_store(
+            config["storage.backend"], path=config.storage_path, dsn=config["storage.dsn"] or None
+        )
     except StorageError as e:
         raise StartupError(f"store: {e}") from None
     hasher = hasher or PasswordHasher()
