@@ -442,6 +442,9 @@ def build_parser() -> argparse.ArgumentParser:
     from mailserver.cli_queue import add_commands as add_queue_commands
 
     add_queue_commands(sub, cmd)
+    from mailserver.cli_store import add_commands as add_store_commands
+
+    add_store_commands(sub, cmd)
 
     d = cmd(sub, "domain", "manage local domains")
     ds = d.add_subparsers(dest="action", required=True, metavar="ACTION")
