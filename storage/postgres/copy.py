@@ -98,8 +98,10 @@ _TABLES: list[tuple[str, str, list[tuple[str, Callable[[Any], Any]]]]] = [
 ]
 #: Target column names where they differ from SQLite's.
 _RENAMED = {("calendar_busy", "start"): "start_at", ("calendar_busy", "end"): "end_at"}
+#: Columns copied on their own (bodies go through the BlobStore's table, in batches).
+_COPIED_APART = {"blobs": {"data"}}
 #: Tables whose identity sequence must move past the copied ids.
-_IDENTITIES = ["accounts", "list_members", "folders", "queue", "calendar_collections", "calendar_items"]
+_IDENTITIES = ["accounts", "folders", "queue", "calendar_collections", "calendar_items"]
 #: Every table with data, children first (for --force emptying).
 _ALL_TARGET_TABLES = [
     "calendar_busy", "calendar_items", "calendar_collections", "queue_recipients", "queue",
@@ -112,7 +114,7 @@ def _check_columns(src: sqlite3.Connection) -> None:
     """Refuse a SQLite store with columns this copier does not know (newer schema)."""
     for table, _, columns in _TABLES:
         have = {r[1] for r in src.execute(f"PRAGMA table_info({table})")}
-        known = {c for c, _ in columns}
+        known = {c for c, _ in columns} | _COPIED_APART.get(table, set())
         unknown = have - known
         if unknown:
             raise StorageError(
