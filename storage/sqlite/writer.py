@@ -1,7 +1,9 @@
 """The single writer thread: every write of this process goes through it.
 
 Callers :meth:`Writer.submit` a job, a plain function ``job(conn) -> T`` that runs on
-the writer's own :class:`sqlite3.Connection`. The thread takes every job that is ready
+the writer's own :class:`sqlite3.Connection`. Jobs submitted during one event-loop
+iteration are handed to the thread together, in one queue operation (one wake-up of
+the thread, not one per job). The thread takes every job that is ready
 (up to :data:`MAX_BATCH`), opens one ``BEGIN IMMEDIATE`` transaction, runs each job in
 its own ``SAVEPOINT`` (a failing job is rolled back alone and gets its exception),
 commits once, and only then settles all the jobs' futures with one
@@ -48,6 +50,7 @@ class WriterStats:
 
     jobs: int = 0
     commits: int = 0
+    handovers: int = 0  # queue operations from event loops to the thread
     largest_batch: int = 0
 
 
@@ -56,7 +59,9 @@ class Writer:
 
     def __init__(self, conn: sqlite3.Connection, name: str = "sqlite-writer") -> None:
         self._conn = conn
-        self._queue: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[list[_Job[Any]] | None] = queue.SimpleQueue()
+        # Jobs submitted in the current iteration of each event loop, not yet handed over.
+        self._pending: dict[asyncio.AbstractEventLoop, list[_Job[Any]]] = {}
         self._closed = False
         self.stats = WriterStats()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -77,14 +82,29 @@ class Writer:
             raise StorageError("the store is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Job(fn, future, loop, after_commit))
+        job = _Job(fn, future, loop, after_commit)
+        pending = self._pending.get(loop)
+        if pending is None:
+            self._pending[loop] = [job]
+            loop.call_soon(self._hand_over, loop)
+        else:
+            pending.append(job)
         return future
+
+    def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Give the thread the jobs ``loop`` submitted in this iteration, in one put."""
+        jobs = self._pending.pop(loop, None)
+        if jobs:
+            self.stats.handovers += 1
+            self._queue.put(jobs)
 
     async def close(self) -> None:
         """Run every job already submitted, then stop the thread and close the connection."""
         if self._closed:
             return
         self._closed = True
+        for loop in list(self._pending):
+            self._hand_over(loop)
         self._queue.put(None)
         await asyncio.to_thread(self._thread.join)
 
@@ -97,17 +117,18 @@ class Writer:
                 first = self._queue.get()
                 if first is None:
                     break
-                batch: list[_Job[Any]] = [first]
+                batch: list[_Job[Any]] = list(first)
                 while len(batch) < MAX_BATCH:
                     try:
-                        job = self._queue.get_nowait()
+                        jobs = self._queue.get_nowait()
                     except queue.Empty:
                         break
-                    if job is None:
+                    if jobs is None:
                         stop = True
                         break
-                    batch.append(job)
-                self._run_batch(batch)
+                    batch.extend(jobs)
+                for start in range(0, len(batch), MAX_BATCH):
+                    self._run_batch(batch[start:start + MAX_BATCH])
         finally:
             self._conn.close()
 
