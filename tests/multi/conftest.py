@@ -19,3 +19,7 @@ async def pg_dsn() -> AsyncIterator[str]:
         yield await dbs.create()
     finally:
         await asyncio.shield(dbs.drop_all())
+
+
+# The outbound tests' loopback DNS server and fake remote MX hosts, for the queue test.
+from tests.outbound.conftest import dns_zone, remotes, zone  # noqa: E402,F401
