@@ -75,14 +75,24 @@ class Db:
         #: Committed write transactions and retried ones (tests and benchmarks).
         self.commits = 0
         self.retries = 0
+        #: Calls retried on a fresh connection after finding a dropped one.
+        self.reconnects = 0
 
     async def fetch(self, sql: str, *args: Any) -> list[Record]:
-        try:
-            async with self.pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS) as conn:
-                rows: list[Record] = await conn.fetch(sql, *args)
-                return rows
-        except Exception as err:
-            raise _translated(err) from err
+        """Run one read. A read is idempotent, so one that lost its connection (the
+        pool still held a connection the server had dropped: failover, restart) is
+        tried once more on a fresh one before answering Unavailable."""
+        for attempt in (1, 2):
+            try:
+                async with self.pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS) as conn:
+                    rows: list[Record] = await conn.fetch(sql, *args)
+                    return rows
+            except Exception as err:
+                if attempt == 1 and _connection_lost(err):
+                    self.reconnects += 1
+                    continue
+                raise _translated(err) from err
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def fetchrow(self, sql: str, *args: Any) -> Record | None:
         rows = await self.fetch(sql, *args)
@@ -101,9 +111,11 @@ class Db:
         temporary failure, so the client retries and nothing is lost).
         """
         for attempt in range(1, MAX_TX_ATTEMPTS + 1):
+            began = False
             try:
                 async with self.pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS) as conn:
                     async with conn.transaction():
+                        began = True
                         result = await fn(conn)
                 self.commits += 1
                 return result
@@ -114,6 +126,10 @@ class Db:
                 log.debug("transaction retried after %s", err)
                 await asyncio.sleep(0.005 * attempt)
             except Exception as err:
+                # A connection found dead at BEGIN ran nothing: safe to try a fresh one.
+                if not began and attempt == 1 and _connection_lost(err):
+                    self.reconnects += 1
+                    continue
                 raise _translated(err) from err
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -122,6 +138,15 @@ class Db:
             await asyncio.wait_for(self.pool.close(), timeout=ACQUIRE_TIMEOUT_SECONDS)
         except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
             self.pool.terminate()
+
+
+def _connection_lost(err: BaseException) -> bool:
+    """The pooled connection was dropped by the server (not: cannot connect now)."""
+    return isinstance(
+        err,
+        (asyncpg.exceptions.ConnectionDoesNotExistError, asyncpg.exceptions.AdminShutdownError,
+         ConnectionResetError, BrokenPipeError),
+    )
 
 
 def _translated(err: BaseException) -> BaseException:

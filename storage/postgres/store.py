@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable, Coroutine
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -114,8 +115,8 @@ class PgStore:
 def _reason(err: BaseException) -> str:
     if isinstance(err, asyncio.TimeoutError):
         return "timed out"
-    if isinstance(err, OSError) and err.strerror:
-        return err.strerror.lower()
+    if isinstance(err, OSError) and err.errno:
+        return os.strerror(err.errno).lower()  # "connection refused", not asyncio's wording
     text = str(err).strip().splitlines()
     reason = text[0] if text else type(err).__name__
     if is_unavailable(err) and not reason:

@@ -55,7 +55,7 @@ async def populate(store: Store) -> None:
 async def snapshot(store: Store) -> dict[str, Any]:
     """Everything a client or the CLI can see, as plain data."""
     d, m = store.directory, store.mail
-    doc: dict[str, Any] = {
+    doc: dict[Any, Any] = {
         "domains": await d.list_domains(),
         "accounts": await d.list_accounts(),
         "aliases": await d.list_aliases(),

@@ -6,78 +6,14 @@ import asyncio
 import imaplib
 import re
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from auth.passwords import PasswordHasher
-from mailserver import config as cfg
-from mailserver.app import App
-from mailserver.daemon import Daemon
 from storage.types import AccountKind, LocalRecipient
 from tests.imap.conftest import Raw
+from tests.multi.daemons import ALICE, Pair, imap_login, smtp_send, start_pair
 from tests.outbound.conftest import REMOTE, Remotes, Zone, standard_zone
-from tests.smtp.client import PASSWORD, RawSmtp
-
-ALICE = "alice@example.test"
-BOB = "bob@example.test"
-
-
-@dataclass
-class Pair:
-    a: App
-    b: App
-
-    @staticmethod
-    def port(app: App, listener: str) -> int:
-        return app.bound[listener][1]
-
-
-async def start_pair(make_config: Any, tmp_path: Path, pg_dsn: str, **extra: Any) -> tuple[list[Daemon], Pair]:
-    daemons: list[Daemon] = []
-    apps: list[App] = []
-    for name in ("a", "b"):
-        config = cfg.load(make_config(
-            storage__backend="postgres", storage__dsn=pg_dsn, server__data_dir=str(tmp_path / name), **extra,
-        ))
-        daemon = Daemon(config, hasher=PasswordHasher(fast=True))
-        apps.append(await daemon.start())
-        daemons.append(daemon)
-    return daemons, Pair(apps[0], apps[1])
-
-
-@pytest.fixture
-async def pair(make_config: Any, tmp_path: Path, pg_dsn: str) -> AsyncIterator[Pair]:
-    """Daemons A and B on one database, with users alice and bob (created through A)."""
-    daemons, p = await start_pair(make_config, tmp_path, pg_dsn)
-    try:
-        await p.a.accounts.add_user(ALICE, "Alice", PASSWORD)
-        await p.a.accounts.add_user(BOB, "Bob", PASSWORD)
-        yield p
-    finally:
-        for d in daemons:
-            await d.stop()
-
-
-def imap_login(port: int, user: str = ALICE) -> Raw:
-    r = Raw(port)
-    assert r.cmd(f'LOGIN {user} "{PASSWORD}"')[-1].split()[1] == b"OK"
-    return r
-
-
-async def smtp_send(port: int, rcpt: str, subject: str) -> None:
-    client = await RawSmtp.connect(port)
-    try:
-        await client.ehlo()
-        data = (f"From: zed@remote.test\r\nTo: {rcpt}\r\nSubject: {subject}\r\n"
-                f"Message-ID: <{subject}@remote.test>\r\n\r\nbody\r\n").encode()
-        code, text = await client.send_mail("zed@remote.test", [rcpt], data)
-        assert code == 250, text
-    finally:
-        await client.close()
+from tests.smtp.client import PASSWORD
 
 
 async def test_idle_on_b_sees_smtp_delivery_flags_and_expunge_through_a(pair: Pair) -> None:
