@@ -80,8 +80,10 @@ class DataReader:
         if end >= 0:
             self.done = True
             if self.error is None:
-                # RFC 5321 §4.5.2: remove the leading period of every line.
-                self._message = bytes(raw[:body_end]).replace(b"\r\n.", CRLF)[len(CRLF):]
+                # RFC 5321 §4.5.2: remove the leading period of every line (the CRLF
+                # kept in front makes the first line one like the others).
+                del raw[body_end:]
+                self._message = memoryview(raw.replace(b"\r\n.", CRLF))[len(CRLF):].tobytes()
             self._raw = bytearray()
         elif self.error is not None:
             # Keep only what could still be the start of the end marker.
@@ -91,12 +93,31 @@ class DataReader:
 
     def _check_lines(self, body_end: int) -> None:
         """Check the lines completed in ``_raw[_line_start:body_end]`` and the one still open."""
-        region = bytes(self._raw[self._line_start:body_end])
-        lines = region.split(CRLF)
-        if max(map(len, lines)) > self._max_raw_line:
-            self._fail(DataError.LINE_TOO_LONG)
-            return
-        self._line_start = body_end - len(lines[-1])
+        raw = self._raw
+        start = self._line_start
+        if not self._lines_short(start, body_end):
+            # Exact check, only when the quick one could not vouch for every line.
+            lines = raw[start:body_end].split(CRLF)
+            if max(map(len, lines)) > self._max_raw_line:
+                self._fail(DataError.LINE_TOO_LONG)
+                return
+        last = raw.rfind(CRLF, start, body_end)
+        if last >= 0:
+            self._line_start = last + len(CRLF)
+
+    def _lines_short(self, start: int, end: int) -> bool:
+        """True when every line in ``_raw[start:end]`` (the open one too) is surely within
+        the limit: each stride of ``half`` octets holds the start of a CRLF, so two
+        CRLFs are never more than ``2 * half - 1`` apart and no line is longer than
+        ``2 * half - 3`` < the limit. One C-level search per stride instead of one
+        object per line (issue 9 profile: line splitting was the DATA reader's cost).
+        False means "not sure", never "too long"."""
+        half = self._max_raw_line // 2
+        find = self._raw.find
+        for stride in range(start, end - half + 1, half):
+            if find(CRLF, stride, stride + half + 1) < 0:
+                return False
+        return True
 
     def _fail(self, error: DataError) -> None:
         self.error = error
