@@ -26,9 +26,9 @@ T = TypeVar("T")
 Connection: TypeAlias = asyncpg.Connection
 Record: TypeAlias = asyncpg.Record
 
-#: Seconds to wait for a pooled connection (or a new one) before answering Unavailable:
-#: long enough to ride out a brief failover, short enough that an SMTP client gets its
-#: 451 well within its own timeouts (RFC 5321 §4.5.3.2 gives it minutes).
+#: Seconds closing the pool may wait for in-flight transactions. (Taking a connection
+#: has no timeout of its own: a new connection times out after the pool's connect
+#: timeout, and asyncio.wait_for around every acquire would cost a task per call.)
 ACQUIRE_TIMEOUT_SECONDS = 10.0
 #: Attempts of one transaction aborted by a serialization failure or deadlock (two
 #: daemons moving mail between the same two folders in opposite directions). Each such
@@ -84,7 +84,7 @@ class Db:
         tried once more on a fresh one before answering Unavailable."""
         for attempt in (1, 2):
             try:
-                async with self.pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS) as conn:
+                async with self.pool.acquire() as conn:
                     rows: list[Record] = await conn.fetch(sql, *args)
                     return rows
             except Exception as err:
@@ -113,7 +113,7 @@ class Db:
         for attempt in range(1, MAX_TX_ATTEMPTS + 1):
             began = False
             try:
-                async with self.pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS) as conn:
+                async with self.pool.acquire() as conn:
                     async with conn.transaction():
                         began = True
                         result = await fn(conn)

@@ -21,7 +21,7 @@ from storage.errors import AlreadyExists, Conflict, NotFound, StorageError
 from storage.interfaces import FlagMode
 from storage.postgres.db import Connection, Db, Record, uid_array
 from storage.postgres.directory import next_uidvalidity
-from storage.postgres.notify import Listener, Notifier
+from storage.postgres.notify import CHANNEL, Listener, Notifier
 from storage.sqlite.util import (
     INBOX,
     decode_date,
@@ -82,6 +82,34 @@ def _message_from_row(row: Record) -> MessageMeta:
         size=row["size"],
         blob_id=row["blob_id"],
     )
+
+
+class _Notified(tuple[int, ...]):
+    """Changed folder ids whose notification the transaction already queued."""
+
+    __slots__ = ()
+
+
+#: Advance each target folder's counters and insert one message into it, in one
+#: statement (one round trip however many folders); queue the notification too when a
+#: payload is given (PostgreSQL folds the per-row duplicates and sends it at commit).
+_ALLOCATE_AND_INSERT = """
+WITH t AS (
+    SELECT * FROM unnest($1::bigint[], $2::text[], $3::bool[], $4::bool[])
+        AS t(folder_id, flags, seen, deleted)
+), a AS (
+    UPDATE folders f SET uidnext = f.uidnext + 1, highestmodseq = f.highestmodseq + 1
+    FROM t WHERE f.id = t.folder_id
+    RETURNING f.id, f.uidnext - 1 AS uid, f.highestmodseq AS modseq
+), ins AS (
+    INSERT INTO messages (folder_id, uid, blob_id, flags, seen, deleted, internal_date, modseq)
+    SELECT a.id, a.uid, $5, t.flags, t.seen, t.deleted, $6, a.modseq
+    FROM a JOIN t ON t.folder_id = a.id
+    RETURNING folder_id, uid, modseq
+)
+SELECT folder_id, uid, modseq, CASE WHEN $7::text IS NULL THEN NULL
+    ELSE pg_notify($8, $7) END AS notified FROM ins
+"""
 
 
 class _Rows:
@@ -164,6 +192,28 @@ async def _copy(conn: Connection, src: int, uids: Sequence[int], dst: int) -> li
     return pairs
 
 
+async def _allocate_and_insert(
+    conn: Connection, targets: Sequence[tuple[int, frozenset[str]]], blob_id: str, date: str,
+    channel: str, payload: str | None,
+) -> dict[int, tuple[int, int]]:
+    """Insert the body into each (folder id, flags) target; return folder id -> (UID, modseq).
+
+    RFC 3501 §2.3.1.1 / RFC 7162 §3.1: each folder's uidnext and highestmodseq advance
+    by one under its row lock, held until commit. Raises NotFound for a missing folder.
+    """
+    rows = await conn.fetch(
+        _ALLOCATE_AND_INSERT,
+        [f for f, _ in targets], [encode_flags(x) for _, x in targets],
+        ["\\Seen" in x for _, x in targets], ["\\Deleted" in x for _, x in targets],
+        blob_id, date, payload, channel,
+    )
+    got = {r["folder_id"]: (r["uid"], r["modseq"]) for r in rows}
+    missing = [f for f, _ in targets if f not in got]
+    if missing:
+        raise NotFound(f"no folder with id {missing[0]}")
+    return got
+
+
 class PgMailStore:
     """:class:`storage.interfaces.MailStore` on PostgreSQL."""
 
@@ -186,7 +236,7 @@ class PgMailStore:
 
         async def tx(conn: Connection) -> tuple[T, Collection[int]]:
             result, changed = await fn(conn)
-            if changed:
+            if changed and not isinstance(changed, _Notified):
                 await self._notifier.send(conn, changed)
             return result, changed
 
@@ -343,15 +393,17 @@ class PgMailStore:
         flagset = normalize_flags(flags)
         when = internal_date or now_utc().replace(microsecond=0)
         date = encode_date(when)
-        text = encode_flags(flagset)
+
+        payload = self._notifier.payload([folder_id])
 
         async def tx(conn: Connection) -> tuple[MessageMeta, Collection[int]]:
-            uid, modseq = await _allocate(conn, folder_id, 1)
             blob_id = await self._store_blob(conn, body, index_json)
-            rows = _Rows()
-            rows.add(folder_id, uid, blob_id, text, date, modseq)
-            await rows.insert(conn)
-            return MessageMeta(uid, flagset, decode_date(date), modseq, len(body), blob_id), (folder_id,)
+            got = await _allocate_and_insert(
+                conn, [(folder_id, flagset)], blob_id, date, CHANNEL, payload
+            )
+            uid, modseq = got[folder_id]
+            meta = MessageMeta(uid, flagset, decode_date(date), modseq, len(body), blob_id)
+            return meta, _Notified((folder_id,))
 
         return await self._write(tx)
 
@@ -567,14 +619,13 @@ class PgMailStore:
                     raise NotFound(f"account {account_id} has no mailbox to deliver to")
                 chosen.setdefault((account_id, row["name"]), (row["id"], flags))
             blob_id = await self._store_blob(conn, body)
-            uids: dict[tuple[int, str], int] = {}
-            rows = _Rows()
-            # Lock folder rows in id order: two deliveries to the same folders never deadlock.
-            for key, (folder_id, flags) in sorted(chosen.items(), key=lambda kv: kv[1][0]):
-                uid, modseq = await _allocate(conn, folder_id, 1)
-                uids[key] = uid
-                rows.add(folder_id, uid, blob_id, encode_flags(flags), date, modseq)
-            await rows.insert(conn)
+            folder_ids = [fid for fid, _ in chosen.values()]
+            payload = self._notifier.payload(folder_ids)
+            # Targets in folder id order, so concurrent deliveries lock rows in one order.
+            got = await _allocate_and_insert(
+                conn, sorted(chosen.values(), key=lambda v: v[0]), blob_id, date, CHANNEL, payload,
+            ) if chosen else {}
+            uids = {key: got[fid][0] for key, (fid, _) in chosen.items()}
             queue_id: int | None = None
             if remote:
                 queue_id = await conn.fetchval(
@@ -586,7 +637,7 @@ class PgMailStore:
                     "INSERT INTO queue_recipients (queue_id, address) SELECT $1, unnest($2::text[])",
                     queue_id, remote,
                 )
-            ordered = {k: uids[k] for k in chosen}
-            return DeliveryResult(blob_id, ordered, queue_id), [fid for fid, _ in chosen.values()]
+            result = DeliveryResult(blob_id, uids, queue_id)
+            return result, (_Notified(folder_ids) if payload is not None else folder_ids)
 
         return await self._write(tx)

@@ -75,6 +75,13 @@ class Notifier:
 
     # -- the channel
 
+    def payload(self, folder_ids: Iterable[int]) -> str | None:
+        """One notification payload for these folders, or None when they need several."""
+        ids = sorted(set(folder_ids))
+        if len(ids) > MAX_IDS_PER_NOTIFY:
+            return None
+        return self.origin + ":" + ",".join(map(str, ids))
+
     async def send(self, conn: asyncpg.Connection, folder_ids: Iterable[int]) -> None:
         """Queue a notification in ``conn``'s open transaction (sent at its commit)."""
         ids = sorted(set(folder_ids))

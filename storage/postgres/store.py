@@ -86,6 +86,7 @@ class PgStore:
             await migrate(first, where)
             pool = await asyncpg.create_pool(
                 dsn, min_size=POOL_MIN_SIZE, max_size=pool_size, timeout=CONNECT_TIMEOUT_SECONDS,
+                reset=_no_reset,
             )
         except StorageError:
             await first.close()
@@ -110,6 +111,16 @@ class PgStore:
         self._closed = True
         await self.notifier.close()
         await self.db.close()
+
+
+async def _no_reset(conn: asyncpg.Connection) -> None:
+    """Return a connection to the pool as it is.
+
+    asyncpg's default reset sends ``RESET ALL; UNLISTEN *; CLOSE ALL ...``: one more
+    round trip per call, for session state this backend never leaves behind (pooled
+    connections run only whole transactions, take only transaction-level advisory
+    locks, and never LISTEN: the notifier has its own connection).
+    """
 
 
 def _reason(err: BaseException) -> str:
