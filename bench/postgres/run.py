@@ -91,12 +91,12 @@ async def find_postmaster(dsn: str) -> int | None:
     conn = await asyncpg.connect(dsn)
     try:
         backend = await conn.fetchval("SELECT pg_backend_pid()")
+        try:  # read while the backend still exists
+            return int(_stat(backend)[1])
+        except OSError:
+            return None
     finally:
         await conn.close()
-    try:
-        return int(_stat(backend)[1])
-    except OSError:
-        return None
 
 
 # -- clients
