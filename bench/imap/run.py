@@ -88,6 +88,10 @@ async def timed(c: Client, text: str) -> tuple[float, int]:
     return time.perf_counter() - t0, nbytes
 
 
+def index_all(raws: list[bytes]) -> list[str]:
+    return [index_json(r) for r in raws]
+
+
 async def fill(config: cfg.Config, sizes: list[int]) -> None:
     store, accounts, _ = await open_services(config)
     account = await accounts.add_user(USER, "Bench", PASSWORD)
@@ -97,7 +101,7 @@ async def fill(config: cfg.Config, sizes: list[int]) -> None:
         folder = await store.mail.create_folder(account.id, f"F{size}")
         for start in range(0, size, 500):
             raws = [make_message(start + i, rng) for i in range(min(500, size - start))]
-            indexes = await loop.run_in_executor(None, lambda rs=raws: [index_json(r) for r in rs])
+            indexes = await loop.run_in_executor(None, index_all, raws)
             await asyncio.gather(*(store.mail.append(folder.id, r, index_json=ix) for r, ix in zip(raws, indexes, strict=True)))
         print(f"filled F{size}: {size} messages", flush=True)
     await store.close()
