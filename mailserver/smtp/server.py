@@ -115,6 +115,7 @@ class SmtpProtocol(SMTP):
         self.max_size: int = handler.max_message_size
         self.txn: MailTransaction | None = None
         self._registered: asyncio.BaseTransport | None = None
+        self._idle_deadline = 0.0
         super().__init__(
             handler,
             data_size_limit=handler.max_message_size,
@@ -148,6 +149,26 @@ class SmtpProtocol(SMTP):
             self.mail_handler.app.connections.discard(self._registered)
             metrics.connection_closed(self.mail_handler.policy.name)
         super().connection_lost(error)
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        """Push the idle deadline (aiosmtpd calls this after every command).
+
+        aiosmtpd cancels and creates a timer each time, which was ~7% of the event
+        loop's time in the issue 9 profile; one timer per connection that re-arms for
+        the rest of the time when it fires early does the same with a float store.
+        """
+        self._idle_deadline = self.loop.time() + (duration or self._timeout_duration)
+        handle = self._timeout_handle
+        if handle is None or handle.cancelled() or handle.when() > self._idle_deadline:
+            if handle is not None:
+                handle.cancel()
+            self._timeout_handle = self.loop.call_at(self._idle_deadline, self._idle_check)
+
+    def _idle_check(self) -> None:
+        if self.loop.time() < self._idle_deadline:
+            self._timeout_handle = self.loop.call_at(self._idle_deadline, self._idle_check)
+            return
+        self._timeout_cb()
 
     def _set_post_data_state(self) -> None:
         super()._set_post_data_state()
