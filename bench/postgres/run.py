@@ -218,7 +218,7 @@ async def start(name: str, tmp: Path, daemons: int, dsn: str | None) -> Setup:
             store, accounts, _ = await open_services(cfg.load(path))
             await accounts.add_user(USER, "Bench", PASSWORD)
             await store.close()
-        procs.append(subprocess.Popen([sys.executable, "-m", "mailserver", "serve", "--config", str(path)],
+        procs.append(subprocess.Popen([sys.executable, "-m", "mailserver", "serve", "--config", str(path)],  # noqa: ASYNC220 - starts at once
                                       cwd=ROOT, env=env, stderr=subprocess.DEVNULL))
         smtp_ports.append(smtp)
         imap_ports.append(imap)
