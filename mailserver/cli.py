@@ -219,7 +219,8 @@ async def cmd_init(args: argparse.Namespace) -> int:
             cert, _, generated = tls.ensure_certificate(config)
         except (tls.TLSError, OSError) as e:
             raise CliError(f"tls: {e}") from None
-        print(f"store ready: {config.storage_path}")
+        where = config.storage_path if config["storage.backend"] == "sqlite" else "PostgreSQL (storage.dsn)"
+        print(f"store ready: {where}")
         print(f"domain: {config.domain}")
         print(f"certificate: {cert}" + (" (self-signed, generated now)" if generated else ""))
         return 0
