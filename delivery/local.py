@@ -10,6 +10,7 @@ caller may answer 250 only after it returned.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import secrets
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from auth.addresses import InvalidAddress, normalize_address
 from delivery import message
 from delivery import replies as R
+from delivery.mime_index import build_index
 from delivery.replies import Reply, ReplyError
 from delivery.routing import ListExpansion, LocalMailbox, Rejection, Relay, Router, SenderContext
 from delivery.sender import authorize_headers, check_envelope_sender
@@ -34,6 +36,23 @@ SEEN = "\\Seen"
 #: call per message (which showed in the profile of the SMTP hot path).
 _QUEUE_ID_PREFIX = secrets.token_hex(4)
 _QUEUE_ID_COUNTER = itertools.count(1)
+
+
+#: Messages up to this size are indexed for IMAP on the event loop: parsing takes under
+#: about a millisecond there (0.1 ms for a plain 64 KiB message, 0.85 ms with 50 parts),
+#: less than handing it to a thread costs under load. Larger ones (1 MiB with 200 parts:
+#: 4 ms) are parsed on a worker thread so other sessions are not held up.
+INDEX_ON_LOOP_BYTES = 128 * 1024
+
+
+def index_json(body: bytes) -> str | None:
+    """The IMAP index of ``body`` as stored with it, or None when it could not be built
+    (IMAP then builds it at first use)."""
+    try:
+        return build_index(body).to_json()
+    except Exception:  # noqa: BLE001 - the index is an optimisation; mail is still stored
+        log.exception("could not index a message of %d octets", len(body))
+        return None
 
 
 def new_queue_id() -> str:
@@ -138,11 +157,20 @@ class Delivery:
         prefix = message.return_path(txn.mail_from) if txn.local or sent_copy else b""
         body = prefix + trace_field + header + parts.rest
         recipients = [LocalRecipient(account.id) for account in txn.local.values()]
+        index: str | None = None
+        if txn.local or sent_copy is not None:
+            # Parsed once here for IMAP (envelope, body structure), stored in the same
+            # commit as the body (issue 9 §2).
+            if len(body) <= INDEX_ON_LOOP_BYTES:
+                index = index_json(body)
+            else:
+                index = await asyncio.to_thread(index_json, body)
         try:
             if sent_copy is not None:
                 recipients.append(LocalRecipient(sent_copy.id, await self._sent_folder(sent_copy), frozenset({SEEN})))
             await self._store.mail.deliver(
-                body, recipients, mail_from=txn.mail_from, remote_recipients=list(txn.remote)
+                body, recipients, mail_from=txn.mail_from, remote_recipients=list(txn.remote),
+                index_json=index,
             )
         except StorageError as err:
             log.error("delivery %s failed: %s", queue_id, err)

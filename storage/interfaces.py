@@ -264,11 +264,14 @@ class MailStore(Protocol):
         mail_from: str = "",
         remote_recipients: Sequence[str] = (),
         internal_date: datetime | None = None,
+        index_json: str | None = None,
     ) -> DeliveryResult:
         """One delivery transaction: store the body once, add it to every recipient
         folder, and enqueue ``remote_recipients`` for outbound delivery, all in one
         durable commit. Nothing is visible before it returns; if it raises, nothing
         was written. Concurrent calls may share one physical commit (group commit).
+        ``index_json`` is the body's IMAP index (as for :meth:`append`), stored in the
+        same commit when given.
         """
 
 

@@ -593,6 +593,7 @@ class PgMailStore:
         mail_from: str = "",
         remote_recipients: Sequence[str] = (),
         internal_date: datetime | None = None,
+        index_json: str | None = None,
     ) -> DeliveryResult:
         if not recipients and not remote_recipients:
             raise Conflict("a delivery needs at least one recipient")
@@ -618,7 +619,7 @@ class PgMailStore:
                 if row is None:  # an unknown folder still gets the copy, in INBOX
                     raise NotFound(f"account {account_id} has no mailbox to deliver to")
                 chosen.setdefault((account_id, row["name"]), (row["id"], flags))
-            blob_id = await self._store_blob(conn, body)
+            blob_id = await self._store_blob(conn, body, index_json)
             folder_ids = [fid for fid, _ in chosen.values()]
             payload = self._notifier.payload(folder_ids)
             # Targets in folder id order, so concurrent deliveries lock rows in one order.

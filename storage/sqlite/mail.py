@@ -540,6 +540,7 @@ class SqliteMailStore:
         mail_from: str = "",
         remote_recipients: Sequence[str] = (),
         internal_date: datetime | None = None,
+        index_json: str | None = None,
     ) -> DeliveryResult:
         if not recipients and not remote_recipients:
             raise Conflict("a delivery needs at least one recipient")
@@ -552,6 +553,11 @@ class SqliteMailStore:
 
         def job(conn: sqlite3.Connection) -> tuple[DeliveryResult, Collection[int]]:
             blob_id = _store_blob(conn, body)
+            if index_json is not None:
+                conn.execute(
+                    "UPDATE blobs SET index_json = ? WHERE id = ? AND index_json IS NULL",
+                    (index_json, blob_id),
+                )
             uids: dict[tuple[int, str], int] = {}
             changed: list[int] = []
             for account_id, folder, flags in targets:
