@@ -49,7 +49,7 @@ MESSAGES_REJECTED = Counter("mailserver_messages_rejected",
                             "SMTP refusals of a sender, recipient or message, by listener and enhanced status code.",
                             ["listener", "reason"], registry=REGISTRY)
 DELIVERY_SECONDS = Histogram("mailserver_delivery_seconds",
-                             "Delivery latency: local = end of DATA to durable commit; outbound = one attempt.",
+                             "Delivery latency: local = end of DATA to durable commit; outbound = queued to handed over.",
                              ["kind"], buckets=LATENCY_BUCKETS, registry=REGISTRY)
 QUEUE_DEPTH = Gauge("mailserver_queue_depth", "Messages waiting in the outbound queue.", registry=REGISTRY)
 QUEUE_OLDEST = Gauge("mailserver_queue_oldest_age_seconds",

@@ -12,6 +12,7 @@ from delivery.outbound.bounces import load_or_create_secret
 from delivery.outbound.routes import DnsResolver
 from delivery.outbound.settings import OutboundSettings, SettingsError, SmartHost, parse_schedule
 from delivery.outbound.worker import OutboundWorker
+from mailserver import metrics
 from mailserver.config import Config
 from storage.interfaces import Store
 
@@ -64,6 +65,8 @@ async def start_worker(config: Config, store: Store) -> OutboundWorker:
         raise OutboundConfigError(f"cannot create {config.data_dir / BOUNCE_KEY_FILE}: {err.strerror or err}") from None
     settings = outbound_settings(config, bounce_secret=secret)
     resolver = DnsResolver(config["outbound.dns_nameserver"], config["outbound.dns_port"])
-    worker = OutboundWorker(store, settings, resolver)
+    worker = OutboundWorker(
+        store, settings, resolver, on_delivered=lambda seconds: metrics.delivery_attempt("outbound", seconds)
+    )
     await worker.start()
     return worker

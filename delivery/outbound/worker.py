@@ -90,8 +90,12 @@ class OutboundWorker:
         clock: Callable[[], datetime] = utc_now,
         dialer: Dialer | None = None,
         shuffle: Callable[[list[MailHost]], None] = random.shuffle,
+        on_delivered: Callable[[float], None] | None = None,
     ) -> None:
+        """``on_delivered(seconds)`` is told, for each recipient handed over, how long
+        it waited since it was queued (the daemon feeds its delivery-latency metric)."""
         self._store = store
+        self._on_delivered = on_delivered
         self.settings = settings
         self._resolver = resolver
         self._clock = clock
@@ -216,7 +220,7 @@ class OutboundWorker:
             for r in pending:
                 groups.setdefault((_domain(r.address), self._envelope(entry, r, now)), []).append(r)
             await asyncio.gather(*(
-                self._send_group(entry.id, domain, sender, [r.address for r in rcpts], message)
+                self._send_group(entry, domain, sender, [r.address for r in rcpts], message)
                 for (domain, sender), rcpts in groups.items()
             ))
         await self._finish(entry.id, body)
@@ -229,15 +233,18 @@ class OutboundWorker:
                                   secret=self.settings.bounce_secret, now=now)
         return entry.mail_from
 
-    async def _send_group(self, entry_id: int, domain: str, sender: str, rcpts: Sequence[str], message: bytes) -> None:
+    async def _send_group(self, entry: QueueEntry, domain: str, sender: str, rcpts: Sequence[str], message: bytes) -> None:
         domain_slots = self._per_domain.setdefault(domain, asyncio.Semaphore(self.settings.max_per_domain))
         async with self._total, domain_slots:
             outcomes = await self._send(domain, sender, rcpts, message)
-        await self._store.queue.record_results(entry_id, [
+        await self._store.queue.record_results(entry.id, [
             RecipientResult(a, o.status, o.diagnostic) for a, o in outcomes.items()
         ])
+        waited = (self._clock() - entry.created).total_seconds()
         for address, o in outcomes.items():
-            log.info("outbound %d: <%s> %s via %s: %s", entry_id, address, o.status, o.remote or "-", o.diagnostic)
+            log.info("outbound %d: <%s> %s via %s: %s", entry.id, address, o.status, o.remote or "-", o.diagnostic)
+            if o.status == client.DELIVERED and self._on_delivered is not None:
+                self._on_delivered(waited)
 
     async def _send(self, domain: str, sender: str, rcpts: Sequence[str], message: bytes) -> dict[str, Outcome]:
         relay = self.settings.smart_host

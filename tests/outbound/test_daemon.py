@@ -24,6 +24,17 @@ async def wait_for(predicate: Any) -> None:
         await asyncio.sleep(0.05)
 
 
+def _outbound_latency_count() -> float:
+    """Observations of the outbound delivery-latency histogram so far (process-wide)."""
+    from mailserver import metrics
+
+    for family in metrics.DELIVERY_SECONDS.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_count") and sample.labels.get("kind") == "outbound":
+                return sample.value
+    return 0.0
+
+
 def outbound_config(make_config: Any, dns_zone: tuple[Zone, int], remotes: Remotes, **extra: Any) -> cfg.Config:
     return cfg.load(make_config(
         outbound__enabled=True, outbound__dns_nameserver="127.0.0.1", outbound__dns_port=dns_zone[1],
@@ -48,12 +59,14 @@ async def submit(port: int, rcpts: list[str]) -> None:
 async def test_daemon_delivers_submitted_mail_to_remote_mx(make_config: Any, dns_zone: tuple[Zone, int], zone: Zone, remotes: Remotes) -> None:
     """outbound.enabled: mail submitted for another domain reaches the remote MX found in DNS."""
     standard_zone(zone)
+    latencies_before = _outbound_latency_count()
     daemon = Daemon(outbound_config(make_config, dns_zone, remotes), hasher=PasswordHasher(fast=True))
     app = await daemon.start()
     try:
         await app.accounts.add_user("alice@example.test", "Alice", PASSWORD)
         await submit(app.bound["submission"][1], [f"bob@{REMOTE}"])
         await wait_for(lambda: remotes.got(f"bob@{REMOTE}"))
+        await wait_for(lambda: _outbound_latency_count() == latencies_before + 1)
         [got] = remotes.inbox
         assert got.host == MX1 and got.mail_from == "alice@example.test"
         assert b"Subject: hello" in got.data and not got.data.startswith(b"Return-Path:")
