@@ -28,7 +28,7 @@ def feed_split(data: bytes, cuts: list[int], max_size: int = 10_000, max_line: i
 
 def line_by_line(data: bytes) -> tuple[bytes, int] | None:
     """Reference: the classic reader that reads CRLF-terminated lines (aiosmtpd's way)."""
-    out = []
+    out: list[bytes] = []
     pos = 0
     while True:
         nl = data.find(b"\r\n", pos)
