@@ -1,13 +1,23 @@
-"""SMTP ingestion benchmark: our daemon against a bare aiosmtpd do-nothing server.
+"""SMTP ingestion benchmark: our daemon beside two do-nothing servers.
 
     python bench/smtp/run.py [--seconds 3] [--sizes 1024,65536] [--connections 1,10,50]
+                             [--profile OUT.txt]
 
 For each message size and connection count, N clients send messages back to back over
 loopback to one local recipient for ``--seconds``; a message counts once it got 250
-(for our daemon 250 means durably committed). Prints messages/s, p50/p99 transaction
-latency (MAIL FROM to the 250 after DATA), our rate as a fraction of the bare server's,
-and the daemon's peak RSS. Both servers run as subprocesses; the load generator is this
-process. Not a test: figures depend on the machine.
+(for our daemon 250 means durably committed). Three servers run as subprocesses, each
+measured in turn in every cell:
+
+* ours: ``python -m mailserver serve`` (inbound listener, throwaway SQLite store);
+* aiosmtpd: a stock aiosmtpd server with a do-nothing handler (reads DATA line by line);
+* block: a minimal asyncio SMTP server written here that reads DATA in blocks (scans
+  for CRLF.CRLF, undoes dot-stuffing on whole buffers) and does nothing with the mail.
+
+Prints messages/s and p50/p99 transaction latency (MAIL FROM to the 250 after DATA) for
+each, our rate as a ratio of both, the load average before and after, and the daemon's
+peak RSS. ``--profile OUT`` samples the daemon with py-spy (``pip install py-spy``)
+while our cells run and prints where its threads spent their time (raw stacks in OUT).
+The load generator is this process. Not a test: figures depend on the machine.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,6 +52,61 @@ class Handler:
 async def main(port):
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: SMTP(Handler(), data_size_limit=None), "127.0.0.1", port)
+    await server.serve_forever()
+
+asyncio.run(main(int(sys.argv[1])))
+"""
+
+
+BLOCK_SERVER = """
+import asyncio, sys
+
+END = b"\\r\\n.\\r\\n"
+
+
+class Block(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.t = transport
+        self.buf = bytearray()
+        self.in_data = False
+        self.scanned = 0
+        transport.write(b"220 block ESMTP\\r\\n")
+
+    def data_received(self, data):
+        self.buf += data
+        while True:
+            if self.in_data:
+                end = self.buf.find(END, self.scanned)
+                if end < 0:
+                    self.scanned = max(0, len(self.buf) - 4)
+                    return
+                message = bytes(self.buf[:end + 2]).replace(b"\\r\\n.", b"\\r\\n")[2:]
+                del self.buf[:end + 5]
+                self.in_data = False
+                self.t.write(b"250 OK %d octets\\r\\n" % len(message))
+                continue
+            nl = self.buf.find(b"\\r\\n")
+            if nl < 0:
+                return
+            verb = bytes(self.buf[:4]).upper()
+            del self.buf[:nl + 2]
+            if verb == b"EHLO":
+                self.t.write(b"250-block\\r\\n250-PIPELINING\\r\\n250 8BITMIME\\r\\n")
+            elif verb == b"DATA":
+                self.t.write(b"354 go ahead\\r\\n")
+                self.buf[:0] = b"\\r\\n"  # the CRLF that ended DATA begins the first line
+                self.in_data = True
+                self.scanned = 0
+            elif verb == b"QUIT":
+                self.t.write(b"221 bye\\r\\n")
+                self.t.close()
+                return
+            else:
+                self.t.write(b"250 OK\\r\\n")
+
+
+async def main(port):
+    server = await asyncio.get_running_loop().create_server(Block, "127.0.0.1", port)
     await server.serve_forever()
 
 asyncio.run(main(int(sys.argv[1])))
@@ -123,17 +189,55 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def start_profiler(pid: int, out: Path, seconds: float) -> subprocess.Popen[bytes]:
+    """py-spy sampling ``pid`` (all threads, idle included) for ``seconds``, raw stacks to ``out``."""
+    return subprocess.Popen(
+        ["py-spy", "record", "--pid", str(pid), "--rate", "200", "--format", "raw", "--threads", "--idle",
+         "--duration", str(max(1, int(seconds))), "--output", str(out)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+
+def summarise_profile(path: Path, top: int = 12) -> list[str]:
+    """Per thread: share of busy samples, and the functions with most own time."""
+    idle = ("select (selectors", "_worker (concurrent", "_connection_worker_thread (aiosqlite/core.py:59)",
+            "Writer._run (storage/sqlite/writer.py", "wait (threading", "_run (storage/sqlite/writer.py")
+    threads: dict[str, Counter[str]] = {}
+    busy: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        frames = stack.split(";")
+        count = int(n)
+        total += count
+        if any(mark in frames[-1] for mark in idle):
+            continue
+        name = frames[0].split(": ", 1)[-1] if ": " in frames[0] else frames[0]
+        busy[name] += count
+        threads.setdefault(name, Counter())[frames[-1]] += count
+    lines = [f"profile of the daemon ({total} samples over all threads): per thread, busy samples"
+             " and the functions with most own time, as % of that thread's busy samples"]
+    for name, count in busy.most_common(4):
+        lines.append(f"  {name}: {count} busy samples")
+        for frame, c in threads[name].most_common(top):
+            lines.append(f"    {100 * c / count:5.1f}%  {frame}")
+    return lines
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--sizes", default="1024,65536")
     parser.add_argument("--connections", default="1,10,50")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="py-spy raw output file; the daemon is sampled during our cell for the first size"
+                             " at the largest connection count")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     conns = [int(c) for c in args.connections.split(",")]
 
     tmp = Path(tempfile.mkdtemp(prefix="smtp-bench-"))
-    ours_port, bare_port = free_port(), free_port()
+    ours_port, bare_port, block_port = free_port(), free_port(), free_port()
     values = throwaway_config_values(tmp, ports={"smtp": ours_port})
     for name in ("submission", "submissions", "imap", "imaps", "http"):
         values[f"listeners.{name}.enabled"] = False
@@ -147,23 +251,37 @@ async def main() -> None:
     env = {k: v for k, v in os.environ.items() if k != cfg.ENV_VAR}
     ours = spawn([sys.executable, "-m", "mailserver", "serve", "--config", str(config_path)], env)
     bare = spawn([sys.executable, "-c", BARE_SERVER, str(bare_port)], env)
+    block = spawn([sys.executable, "-c", BLOCK_SERVER, str(block_port)], env)
     rows = []
     acked = 0
+    load_before = os.getloadavg()
+    profiler: subprocess.Popen[bytes] | None = None
+    profile_cell = (sizes[0], max(conns))
     try:
-        await wait_port(ours_port)
-        await wait_port(bare_port)
+        for port in (ours_port, bare_port, block_port):
+            await wait_port(port)
         for size in sizes:
             for n in conns:
                 bare_rate, bare_p50, bare_p99, _ = await measure(bare_port, size, n, args.seconds)
+                block_rate, block_p50, block_p99, _ = await measure(block_port, size, n, args.seconds)
+                profiler = None
+                if args.profile is not None and (size, n) == profile_cell:
+                    profiler = start_profiler(ours.pid, args.profile, args.seconds)
+                    await asyncio.sleep(0.5)  # attached before the cell starts
                 rate, p50, p99, count = await measure(ours_port, size, n, args.seconds)
+                if profiler is not None:
+                    await asyncio.to_thread(profiler.wait, args.seconds + 30)
                 acked += count
-                rows.append((size, n, rate, p50, p99, bare_rate, bare_p50, bare_p99))
+                rows.append((size, n, rate, p50, p99, bare_rate, bare_p50, bare_p99, block_rate, block_p50, block_p99))
         rss = peak_rss_mib(ours.pid)
     finally:
-        ours.terminate()
-        bare.terminate()
-        ours.wait(30)
-        bare.wait(30)
+        if profiler is not None and profiler.poll() is None:
+            profiler.terminate()
+        for proc in (ours, bare, block):
+            proc.terminate()
+        for proc in (ours, bare, block):
+            proc.wait(30)
+    load_after = os.getloadavg()
 
     store, _, _ = await open_services(config)
     bob = await store.directory.get_account("bob@example.test")
@@ -175,11 +293,17 @@ async def main() -> None:
     shutil.rmtree(tmp, ignore_errors=True)
 
     print(f"SMTP ingestion, {args.seconds:g}s per cell, loopback, {os.cpu_count()} CPUs; one local recipient, 250 = durably stored")
-    print(f"{'size':>6} {'conns':>5} | {'ours msg/s':>10} {'p50 ms':>7} {'p99 ms':>7} | {'bare msg/s':>10} {'p50 ms':>7} {'p99 ms':>7} | {'ours/bare':>9}")
-    for size, n, rate, p50, p99, brate, bp50, bp99 in rows:
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in load_before)}; after: {' '.join(f'{x:.2f}' for x in load_after)}")
+    print(f"{'size':>6} {'conns':>5} | {'ours msg/s':>10} {'p50':>6} {'p99':>6} | {'aiosmtpd':>8} {'p50':>6} {'p99':>6}"
+          f" | {'block':>6} {'p50':>6} {'p99':>6} | {'/aiosmtpd':>9} {'/block':>6}")
+    for size, n, rate, p50, p99, brate, bp50, bp99, krate, kp50, kp99 in rows:
         label = f"{size // 1024}KiB"
-        print(f"{label:>6} {n:>5} | {rate:>10.0f} {p50:>7.1f} {p99:>7.1f} | {brate:>10.0f} {bp50:>7.1f} {bp99:>7.1f} | {rate / brate:>9.2f}")
+        print(f"{label:>6} {n:>5} | {rate:>10.0f} {p50:>6.1f} {p99:>6.1f} | {brate:>8.0f} {bp50:>6.1f} {bp99:>6.1f}"
+              f" | {krate:>6.0f} {kp50:>6.1f} {kp99:>6.1f} | {rate / brate:>9.2f} {rate / krate:>6.2f}")
+    print("(p50/p99: transaction latency in ms; /aiosmtpd, /block: our rate as a ratio of theirs)")
     print(f"daemon peak RSS: {rss:.1f} MiB; acknowledged with 250: {acked}, in the store after the run: {stored}")
+    if args.profile is not None and args.profile.exists():
+        print("\n".join(summarise_profile(args.profile)))
 
 
 if __name__ == "__main__":
