@@ -1,14 +1,19 @@
 """FETCH and UID FETCH (RFC 3501 §6.4.5, §6.4.8; CHANGEDSINCE and MODSEQ, RFC 7162 §3.1.4).
 
 Responses are streamed: messages are read in UID-range batches and each batch is
-written (and the socket drained) before the next is read, so a FETCH 1:* of a
-large folder never holds the whole response in memory.
+written (and the socket drained) before the batch after next is read, so a FETCH 1:*
+of a large folder never holds the whole response in memory. The store reads the next
+batch while this one is formatted (it runs on its own thread, so on two cores both
+proceed at once). Without bodies a batch goes out as one write (one system call
+instead of one per message); ENVELOPE alone decodes only that string of each stored
+index (:func:`mime.envelope_wire`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any
 
 from mailserver.imap import mime
 from mailserver.imap import parser as p
@@ -19,10 +24,12 @@ from storage.types import MessageMeta
 if TYPE_CHECKING:
     from mailserver.imap.session import Session
 
-#: Messages read per storage query: big enough to amortise the query, small enough
-#: that one batch of full bodies (worst case 25 MiB each) is not kept around long.
-FETCH_BATCH = 500
-#: Batch size when bodies are fetched, to bound memory held at once.
+#: Messages read per storage query without bodies: big enough to amortise the query and
+#: the socket write, small enough to keep memory flat (1,000 stored indexes of ~1 KiB
+#: and their ~0.4 KiB responses, twice that with the batch read ahead).
+FETCH_BATCH = 1000
+#: Batch size when bodies are fetched, to bound memory held at once (worst case 25 MiB
+#: each; every message is written on its own and the socket drained past 256 KiB).
 BODY_BATCH = 20
 
 _INDEX_ITEMS = frozenset({"ENVELOPE", "BODY", "BODYSTRUCTURE", "RFC822.HEADER", "RFC822.TEXT"})
@@ -51,10 +58,19 @@ def render(
     index: mime.MessageIndex | None,
     raw: bytes | None,
     flags_changed: bool,
+    *,
+    envelope: bytes | None = None,
+    flag_lists: dict[frozenset[str], bytes] | None = None,
 ) -> bytes:
-    """One ``* n FETCH (...)`` response line (literals included)."""
+    """One ``* n FETCH (...)`` response line (literals included).
+
+    ``envelope`` (when given) is the ENVELOPE wire string, so ``index`` may be None
+    for a FETCH whose only index item is ENVELOPE; ``flag_lists`` caches the encoded
+    flag list of each flag set across the messages of one FETCH.
+    """
     items: list[bytes] = []
     names = set()
+    flags = _flag_list(meta.flags, flag_lists)
     for attr in attrs:
         name = attr.name
         names.add(name)
@@ -65,7 +81,7 @@ def render(
         elif name == "UID":
             items.insert(0, b"UID %d" % meta.uid)
         elif name == "FLAGS":
-            items.append(b"FLAGS " + encode.flag_list(sorted(meta.flags)))
+            items.append(b"FLAGS " + flags)
         elif name == "INTERNALDATE":
             items.append(b"INTERNALDATE " + encode.date_time(meta.internal_date))
         elif name == "RFC822.SIZE":
@@ -73,8 +89,10 @@ def render(
         elif name == "MODSEQ":
             items.append(b"MODSEQ (%d)" % meta.modseq)
         elif name == "ENVELOPE":
-            assert index is not None
-            items.append(b"ENVELOPE " + index.envelope_wire)
+            if envelope is None:
+                assert index is not None
+                envelope = index.envelope_wire
+            items.append(b"ENVELOPE " + envelope)
         elif name == "BODY":
             assert index is not None
             items.append(b"BODY " + index.body_wire)
@@ -92,8 +110,23 @@ def render(
             items.append(b"RFC822.TEXT " + encode.literal(mime.section_bytes(raw, index, _TEXT) or b""))
     if flags_changed and "FLAGS" not in names:
         # RFC 3501 §6.4.5: an implicit \Seen change is reported with the data
-        items.append(b"FLAGS " + encode.flag_list(sorted(meta.flags)))
+        items.append(b"FLAGS " + flags)
     return b"* %d FETCH (%s)\r\n" % (seq, b" ".join(items))
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    """Retrieve an abandoned read's outcome (no "exception never retrieved" warning)."""
+    if not future.cancelled():
+        future.exception()
+
+
+def _flag_list(flags: frozenset[str], cache: dict[frozenset[str], bytes] | None) -> bytes:
+    if cache is None:
+        return encode.flag_list(sorted(flags))
+    out = cache.get(flags)
+    if out is None:
+        out = cache[flags] = encode.flag_list(sorted(flags))
+    return out
 
 
 async def fetch(s: Session, cmd: p.Fetch) -> str:
@@ -108,45 +141,78 @@ async def fetch(s: Session, cmd: p.Fetch) -> str:
     if cmd.changed_since is not None or any(a.name == "MODSEQ" for a in attrs):
         s.enable_condstore()  # RFC 7162 §3.1: a CONDSTORE-enabling command
     with_body = any(a.section is not None or a.name in _BODY_ITEMS for a in attrs)
-    with_index = with_body or any(a.name in _INDEX_ITEMS for a in attrs)
+    index_names = {a.name for a in attrs if a.name in _INDEX_ITEMS}
+    with_index = with_body or bool(index_names)
+    # ENVELOPE is the only index item: decode just that string of each stored index.
+    envelope_only = not with_body and index_names == {"ENVELOPE"}
     sets_seen = not view.readonly and any(
         (a.section is not None and not a.peek) or a.name in ("RFC822", "RFC822.TEXT") for a in attrs
     )
     mail = s.app.store.mail
     loop = asyncio.get_running_loop()
     folder_id = view.folder.id
-    for chunk in batches(uids, BODY_BATCH if with_body else FETCH_BATCH):
-        wanted = set(chunk)
-        rows = [
-            (meta, idx) for meta, idx in await mail.fetch_range(folder_id, chunk[0], chunk[-1], with_index=with_index)
-            if meta.uid in wanted and (cmd.changed_since is None or meta.modseq > cmd.changed_since)
-        ]
-        changed: dict[int, MessageMeta] = {}
-        if sets_seen:
-            unseen = [meta.uid for meta, _ in rows if "\\Seen" not in meta.flags]
-            if unseen:
-                changes, _ = await mail.store_flags(folder_id, unseen, "add", ["\\Seen"])
-                for c in changes:
-                    view.reported[c.uid] = c.modseq
-                    changed[c.uid] = MessageMeta(c.uid, c.flags, rows[0][0].internal_date, c.modseq, 0, "")
-        new_indexes: list[tuple[str, str]] = []
-        for meta, idx_json in rows:
-            raw = await mail.get_body(meta.blob_id) if with_body else None
-            index = mime.load(idx_json) if with_index else None
-            if with_index and index is None:
-                if raw is None:
-                    raw = await mail.get_body(meta.blob_id)
-                text = await loop.run_in_executor(None, mime.index_json, raw)
-                new_indexes.append((meta.blob_id, text))
-                index = mime.load(text)
-            if meta.uid in changed:
-                now = changed[meta.uid]
-                meta = MessageMeta(meta.uid, now.flags, meta.internal_date, now.modseq, meta.size, meta.blob_id)
-            seq = view.seq_of(meta.uid)
-            if seq is None:
-                continue
-            s.send(render(seq, meta, attrs, index, raw, meta.uid in changed))
-            await s.flush()
-        if new_indexes:
-            await mail.set_index(new_indexes)
+    flag_lists: dict[frozenset[str], bytes] = {}
+    chunks = batches(uids, BODY_BATCH if with_body else FETCH_BATCH)
+
+    def read(i: int) -> asyncio.Future[list[tuple[MessageMeta, str | None]]] | None:
+        if i >= len(chunks):
+            return None
+        reading: Awaitable[list[tuple[MessageMeta, str | None]]] = mail.fetch_range(
+            folder_id, chunks[i][0], chunks[i][-1], with_index=with_index
+        )
+        return asyncio.ensure_future(reading)
+
+    ahead = read(0)
+    try:
+        for i, chunk in enumerate(chunks):
+            assert ahead is not None
+            got = await ahead
+            ahead = read(i + 1)  # the store reads the next batch while this one is sent
+            wanted = set(chunk)
+            rows = [
+                (meta, idx) for meta, idx in got
+                if meta.uid in wanted and (cmd.changed_since is None or meta.modseq > cmd.changed_since)
+            ]
+            changed: dict[int, MessageMeta] = {}
+            if sets_seen:
+                unseen = [meta.uid for meta, _ in rows if "\\Seen" not in meta.flags]
+                if unseen:
+                    changes, _ = await mail.store_flags(folder_id, unseen, "add", ["\\Seen"])
+                    for c in changes:
+                        view.reported[c.uid] = c.modseq
+                        changed[c.uid] = MessageMeta(c.uid, c.flags, rows[0][0].internal_date, c.modseq, 0, "")
+            new_indexes: list[tuple[str, str]] = []
+            out: list[bytes] = []
+            for meta, idx_json in rows:
+                raw = await mail.get_body(meta.blob_id) if with_body else None
+                envelope = mime.envelope_wire(idx_json) if envelope_only else None
+                index = mime.load(idx_json) if with_index and envelope is None else None
+                if with_index and index is None and envelope is None:
+                    if raw is None:
+                        raw = await mail.get_body(meta.blob_id)
+                    text = await loop.run_in_executor(None, mime.index_json, raw)
+                    new_indexes.append((meta.blob_id, text))
+                    index = mime.load(text)
+                if meta.uid in changed:
+                    now = changed[meta.uid]
+                    meta = MessageMeta(meta.uid, now.flags, meta.internal_date, now.modseq, meta.size, meta.blob_id)
+                seq = view.seq_of(meta.uid)
+                if seq is None:
+                    continue
+                line = render(seq, meta, attrs, index, raw, meta.uid in changed,
+                              envelope=envelope, flag_lists=flag_lists)
+                if with_body:
+                    s.send(line)
+                    await s.flush()
+                else:
+                    out.append(line)
+            if out:
+                s.send(b"".join(out))
+                await s.flush()
+            if new_indexes:
+                await mail.set_index(new_indexes)
+    finally:
+        if ahead is not None:  # the command failed or the client went away
+            ahead.cancel()
+            ahead.add_done_callback(_consume)
     return ("UID " if cmd.uid else "") + "FETCH completed"
