@@ -230,6 +230,17 @@ class MailStore(Protocol):
         """UIDs whose body index may contain ``needle`` (ASCII case-insensitive), plus
         those without an index: a superset for SEARCH to check exactly."""
 
+    async def search_index(self, folder_id: int, field: str, needle: str) -> tuple[list[int], list[int]]:
+        """SEARCH FROM, TO, CC, BCC or SUBJECT (RFC 3501 §6.4.4) on the bodies' index.
+
+        ``field`` is the lower-case key name; the index (``index_json``) is a JSON object
+        whose member "h" (absent when empty) maps such keys to decoded header values
+        (see delivery.mime_index). Returns (UIDs whose value contains ``needle`` compared
+        after ``str.casefold``, UIDs whose body has no usable index, for the caller to
+        check itself), both ascending. An empty needle matches every message that has
+        the field. Raises StorageError for another field name.
+        """
+
     async def store_flags(
         self,
         folder_id: int,

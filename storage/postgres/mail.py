@@ -214,6 +214,10 @@ async def _allocate_and_insert(
     return got
 
 
+#: Header fields :meth:`PgMailStore.search_index` answers (keys of the index's "h").
+_SEARCH_FIELDS = frozenset({"from", "to", "cc", "bcc", "subject"})
+
+
 class PgMailStore:
     """:class:`storage.interfaces.MailStore` on PostgreSQL."""
 
@@ -480,6 +484,22 @@ class PgMailStore:
             folder_id, needle,
         )
         return [r[0] for r in rows]
+
+    async def search_index(self, folder_id: int, field: str, needle: str) -> tuple[list[int], list[int]]:
+        if field not in _SEARCH_FIELDS:
+            raise StorageError(f"no search index for field {field!r}")
+        # The server extracts the one decoded value; Python compares with str.casefold
+        # (lower() in SQL follows the database locale, not the Unicode case folding
+        # IMAP SEARCH uses here).
+        rows = await self._db.fetch(
+            "SELECT m.uid, b.index_json IS NULL OR left(b.index_json, 1) <> '{',"
+            " CASE WHEN left(b.index_json, 1) = '{' THEN b.index_json::json -> 'h' ->> $2 END"
+            " FROM messages m JOIN blobs b ON b.id = m.blob_id WHERE m.folder_id = $1 ORDER BY m.uid",
+            folder_id, field,
+        )
+        folded = needle.casefold()
+        hits = [r[0] for r in rows if not r[1] and r[2] is not None and folded in r[2].casefold()]
+        return hits, [r[0] for r in rows if r[1]]
 
     async def store_flags(
         self,

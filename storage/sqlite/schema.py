@@ -183,8 +183,24 @@ _CALENDARS = [
     "CREATE INDEX calendar_busy_item ON calendar_busy (item_id)",
 ]
 
+# IMAP SEARCH FROM/TO/CC/BCC/SUBJECT (issue 4 §7): the decoded values of those fields
+# (the "h" member of blobs.index_json), case-folded with str.casefold, in one narrow
+# row per body, so SEARCH matches them in SQL without reading each body's whole index.
+# Filled with the index; rows missing (bodies indexed before this step) are filled by
+# the first SEARCH that needs them.
+_BLOB_SEARCH = [
+    """CREATE TABLE blob_search (
+        blob_id TEXT PRIMARY KEY REFERENCES blobs (id) ON DELETE CASCADE,
+        h_from TEXT,
+        h_to TEXT,
+        h_cc TEXT,
+        h_bcc TEXT,
+        h_subject TEXT
+    ) WITHOUT ROWID""",
+]
+
 #: Ordered migration steps; the schema version is len(MIGRATIONS) when all are applied.
-MIGRATIONS: list[list[str]] = [_V1, _V2_OUTBOUND_QUEUE, _CALENDARS]
+MIGRATIONS: list[list[str]] = [_V1, _V2_OUTBOUND_QUEUE, _CALENDARS, _BLOB_SEARCH]
 
 SCHEMA_VERSION = len(MIGRATIONS)
 

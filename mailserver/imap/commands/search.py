@@ -2,14 +2,17 @@
 (RFC 7162 §3.1.5).
 
 Flag, size, date, number and MODSEQ keys read the message list only; FROM, TO, CC,
-BCC and SUBJECT read the stored index (narrowed first by a storage pre-filter when the
-needle is plain ASCII); BODY, TEXT and other HEADER fields read the message bytes.
+BCC and SUBJECT are answered by the store from the bodies' index (one query per key,
+:meth:`MailStore.search_index`; only messages without an index are checked here);
+BODY, TEXT and other HEADER fields read the message bytes. A search made only of
+store-answered keys, ALL and message sets reads no message at all.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from mailserver.imap import mime
@@ -23,6 +26,8 @@ if TYPE_CHECKING:
     from mailserver.imap.session import Session
 
 _INDEX_FIELDS = frozenset({"from", "to", "cc", "bcc", "subject"})
+#: Stands in for the internal date of messages a search never reads (never compared).
+_NO_DATE = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _walk(key: p.SearchKey) -> list[p.SearchKey]:
@@ -43,24 +48,19 @@ def _needs_raw(key: p.SearchKey) -> bool:
     )
 
 
+def _indexed(key: p.SearchKey) -> bool:
+    """FROM/TO/CC/BCC/SUBJECT: answered by the store (:meth:`MailStore.search_index`)."""
+    return isinstance(key, p.SearchHeader) and key.field.lower() in _INDEX_FIELDS
+
+
 def _needs_index(key: p.SearchKey) -> bool:
-    return _needs_raw(key) or isinstance(key, p.SearchHeader) or (isinstance(key, p.SearchDate) and key.sent)
+    """The key needs every message's index (store-answered keys only for unknown ones)."""
+    return _needs_raw(key) or (isinstance(key, p.SearchDate) and key.sent)
 
 
-def _prefilter_needle(key: p.SearchKey) -> str | None:
-    """A needle every match must contain in its stored index, if the key has one.
-
-    Only top-level (AND-ed) FROM/TO/CC/BCC/SUBJECT keys with printable ASCII needles
-    qualify: the store's pre-filter folds ASCII case only and sees JSON text.
-    """
-    keys = key.keys if isinstance(key, p.SearchAnd) else (key,)
-    for k in keys:
-        if (
-            isinstance(k, p.SearchHeader) and k.field.lower() in _INDEX_FIELDS and k.value
-            and all(32 <= ord(c) < 127 and c not in '"\\' for c in k.value)
-        ):
-            return k.value
-    return None
+def _by_uid(key: p.SearchKey) -> bool:
+    """The key is decided by the UID alone once store-answered keys are known."""
+    return isinstance(key, (p.SearchAll, p.SearchSequence, p.SearchNot, p.SearchOr, p.SearchAnd)) or _indexed(key)
 
 
 class _Matcher:
@@ -70,6 +70,8 @@ class _Matcher:
         self.view = view
         self.key = key
         self._sets: dict[int, frozenset[int]] = {}
+        #: id(key) -> (UIDs that match, UIDs the store could not tell) for indexed keys
+        self.known: dict[int, tuple[frozenset[int], frozenset[int]]] = {}
         for k in _walk(key):
             if isinstance(k, p.SearchSequence):
                 self._sets[id(k)] = frozenset(self._resolve(k))
@@ -92,6 +94,12 @@ class _Matcher:
                 has = flag in meta.flags or flag.lower() in (f.lower() for f in meta.flags)
                 return has == present
             case p.SearchHeader(field=field, value=value):
+                known = self.known.get(id(key))
+                if known is not None:
+                    if meta.uid in known[0]:
+                        return True
+                    if meta.uid not in known[1]:
+                        return False
                 assert index is not None
                 name = field.lower()
                 if name in _INDEX_FIELDS:
@@ -147,26 +155,47 @@ async def search(s: Session, cmd: p.Search) -> str:
     matcher = _Matcher(view, cmd.key)
     mail = s.app.store.mail
     loop = asyncio.get_running_loop()
+    folder_id = view.folder.id
     candidates = view.live(list(view.uids))
-    needle = _prefilter_needle(cmd.key)
-    if needle is not None and candidates:
-        possible = set(await mail.uids_matching_index(view.folder.id, needle))
-        candidates = [u for u in candidates if u in possible]
+    unknown: set[int] = set()  # messages the store could not answer an indexed key for
+    for k in keys:
+        if _indexed(k) and candidates:
+            assert isinstance(k, p.SearchHeader)
+            found, unsure = await mail.search_index(folder_id, k.field.lower(), k.value)
+            matcher.known[id(k)] = (frozenset(found), frozenset(unsure))
+            unknown.update(unsure)
+    # Top-level (AND-ed) indexed keys narrow the messages to look at, to ones the store
+    # still has.
+    narrowed = False
+    for k in cmd.key.keys if isinstance(cmd.key, p.SearchAnd) else (cmd.key,):
+        if id(k) in matcher.known:
+            hit, unclear = matcher.known[id(k)]
+            candidates = [u for u in candidates if u in hit or u in unclear]
+            narrowed = True
     hits: list[MessageMeta] = []
+    if narrowed and all(_by_uid(k) for k in keys) and not unknown.intersection(candidates):
+        # Decided by UIDs alone: no message needs reading (no MODSEQ key either).
+        bare = (MessageMeta(u, frozenset(), _NO_DATE, 0, 0, "") for u in candidates)
+        hits = [m for m in bare if matcher.match(cmd.key, m, None, None)]
+        _respond(s, view, cmd, hits, with_modseq)
+        return ("UID " if cmd.uid else "") + "SEARCH completed"
     new_indexes: list[tuple[str, str]] = []
     for chunk in batches(candidates, FETCH_BATCH):
         want = set(chunk)
-        for meta, idx_json in await mail.fetch_range(view.folder.id, chunk[0], chunk[-1], with_index=need_index):
+        rows = await mail.fetch_range(folder_id, chunk[0], chunk[-1], with_index=need_index or bool(unknown))
+        for meta, idx_json in rows:
             if meta.uid not in want:
                 continue
             raw = await mail.get_body(meta.blob_id) if need_raw else None
-            index = mime.load(idx_json) if need_index else None
-            if need_index and index is None:
-                if raw is None:
-                    raw = await mail.get_body(meta.blob_id)
-                text = await loop.run_in_executor(None, mime.index_json, raw)
-                new_indexes.append((meta.blob_id, text))
-                index = mime.load(text)
+            index: mime.MessageIndex | None = None
+            if need_index or meta.uid in unknown:
+                index = mime.load(idx_json)
+                if index is None:
+                    if raw is None:
+                        raw = await mail.get_body(meta.blob_id)
+                    text = await loop.run_in_executor(None, mime.index_json, raw)
+                    new_indexes.append((meta.blob_id, text))
+                    index = mime.load(text)
             if matcher.match(cmd.key, meta, index, raw):
                 hits.append(meta)
     if new_indexes:
