@@ -25,6 +25,8 @@ from auth.settings import (
     REQUIRE_SENDER_AUTHENTICATION,
     ROOM_POLICY_DEFAULTS,
     ROOM_POLICY_RANGES,
+    ROOM_POLICY_TIMES,
+    WEEKDAYS,
     AutomateProcessing,
     ListPolicy,
     RoomSettings,
@@ -500,6 +502,13 @@ class AccountService:
             clean[key] = None if value is None else _room_policy_value(key, value)
         if not clean:
             return RoomSettings.of(room)
+        if any(key in clean for key in ROOM_POLICY_TIMES):
+            start, end = (
+                clean.get(k) or (room.settings.get(k) if k not in clean else None) or ROOM_POLICY_DEFAULTS[k]
+                for k in ROOM_POLICY_TIMES
+            )
+            if str(start) >= str(end):  # HH:MM strings order as times
+                raise AccountError(f"work_hours_start ({start}) must be before work_hours_end ({end})")
         with _storage_errors(not_found=f"no room {room.address}"):
             updated = await self.directory.update_settings(room.address, clean)
         return RoomSettings.of(updated)
@@ -649,6 +658,17 @@ def right_name(right: Right) -> str:
     return _RIGHT_NAMES[right]
 
 
+def _time_of_day(key: str, value: Any) -> str:
+    """``HH:MM`` (24-hour clock; 24:00 allowed as the end of the day). Raises AccountError."""
+    text = str(value).strip()
+    hours, sep, minutes = text.partition(":")
+    if sep and hours.isdigit() and minutes.isdigit() and len(minutes) == 2:
+        h, m = int(hours), int(minutes)
+        if (0 <= h <= 23 and 0 <= m <= 59) or (h, m) == (24, 0):
+            return f"{h:02d}:{m:02d}"
+    raise AccountError(f"{key} must be a time of day as HH:MM, not {value!r}")
+
+
 def _room_policy_value(key: str, value: Any) -> Any:
     """The stored form of one room policy value. Raises AccountError."""
     if key == CAPACITY:
@@ -667,6 +687,16 @@ def _room_policy_value(key: str, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise AccountError(f"{key} must be a whole number from {low} to {high}, not {value!r}")
         return value
+    if key == "work_days":
+        if isinstance(value, str) or not isinstance(value, list | tuple):
+            raise AccountError("work_days must be a list of day names")
+        days = [str(v).strip().lower()[:3] for v in value]
+        bad = [str(v) for v, d in zip(value, days, strict=True) if d not in WEEKDAYS]
+        if bad:
+            raise AccountError(f"work_days must name days ({', '.join(WEEKDAYS)}), not {', '.join(bad)}")
+        return [d for d in WEEKDAYS if d in days]
+    if key in ROOM_POLICY_TIMES:
+        return _time_of_day(key, value)
     if isinstance(default, list):
         if isinstance(value, str) or not isinstance(value, list | tuple):
             raise AccountError(f"{key} must be a list of addresses")

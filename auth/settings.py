@@ -86,6 +86,7 @@ ROOM_POLICY_DEFAULTS: dict[str, Any] = {
     "all_request_in_policy": False,
     "request_in_policy": [],
     "resource_delegates": [],
+    "forward_requests_to_delegates": True,
     "process_external_meeting_messages": False,
     "delete_subject": True,
     "add_organizer_to_subject": True,
@@ -96,7 +97,16 @@ ROOM_POLICY_DEFAULTS: dict[str, Any] = {
     "organizer_info": True,
     "additional_response": "",
     "timezone": "UTC",
+    "schedule_only_during_work_hours": False,
+    "work_hours_start": "08:00",
+    "work_hours_end": "17:00",
+    "work_days": ["mon", "tue", "wed", "thu", "fri"],
+    "enforce_capacity": False,
 }
+#: Day names of ``work_days``, Monday first (index = ``datetime.weekday()``).
+WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+#: Room policy keys holding a time of day (``HH:MM``, 24-hour clock).
+ROOM_POLICY_TIMES: tuple[str, ...] = ("work_hours_start", "work_hours_end")
 #: Limits Exchange puts on the numeric keys (BookingWindowInDays 0-1080, percentages 0-100).
 ROOM_POLICY_RANGES: dict[str, tuple[int, int]] = {
     "booking_window_days": (0, 1080),
@@ -127,6 +137,7 @@ class RoomSettings:
     all_request_in_policy: bool = False
     request_in_policy: tuple[str, ...] = ()
     resource_delegates: tuple[str, ...] = ()
+    forward_requests_to_delegates: bool = True
     process_external_meeting_messages: bool = False
     delete_subject: bool = True
     add_organizer_to_subject: bool = True
@@ -137,6 +148,11 @@ class RoomSettings:
     organizer_info: bool = True
     additional_response: str = ""
     timezone: str = "UTC"
+    schedule_only_during_work_hours: bool = False
+    work_hours_start: str = "08:00"  # in ``timezone``; Exchange's default work day
+    work_hours_end: str = "17:00"
+    work_days: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri")
+    enforce_capacity: bool = False
 
     @classmethod
     def of(cls, account: Account) -> RoomSettings:

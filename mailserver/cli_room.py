@@ -1,5 +1,7 @@
-"""CLI commands for room booking: `room policy ROOM [--key value ...]` and
-`room bookings ROOM [--from DATE] [--to DATE] [--json]`.
+"""CLI commands for room booking: `room policy ROOM [--key value ...]`,
+`room bookings ROOM [--from DATE] [--to DATE] [--json]`, and the delegate approval
+step for requests held for approval: `room approve ROOM UID` and
+`room decline ROOM UID [--reason TEXT]`.
 
 Registered on the `room` command by :func:`add_commands`. Policy keys and defaults are
 Exchange's (``auth.settings.ROOM_POLICY_DEFAULTS``, mission-semantics §4.3); they take
@@ -16,7 +18,9 @@ from typing import Any
 import icalendar
 
 from auth.accounts import AccountService
-from auth.settings import ROOM_POLICY_DEFAULTS
+from auth.settings import ROOM_POLICY_DEFAULTS, ROOM_POLICY_TIMES, WEEKDAYS
+from delivery.booking.approval import PendingRequests
+from delivery.booking.attendant import Attendant
 from storage.interfaces import Store
 from storage.types import AccountKind
 
@@ -60,6 +64,11 @@ def add_commands(room_actions: Any, cmd: Callable[..., argparse.ArgumentParser])
             p.add_argument(_option(key), dest=key, type=_bool, metavar="true|false", help=f"default {str(default).lower()}")
         elif isinstance(default, int):
             p.add_argument(_option(key), dest=key, type=int, metavar="N", help=f"default {default}")
+        elif key == "work_days":
+            p.add_argument(_option(key), dest=key, type=_addresses, metavar="DAY,...",
+                           help=f"comma-separated days ({','.join(WEEKDAYS)}); default {','.join(default)}")
+        elif key in ROOM_POLICY_TIMES:
+            p.add_argument(_option(key), dest=key, metavar="HH:MM", help=f"default {default}")
         elif isinstance(default, list):
             p.add_argument(_option(key), dest=key, type=_addresses, metavar="ADDR,...",
                            help="comma-separated addresses (empty clears)")
@@ -70,6 +79,15 @@ def add_commands(room_actions: Any, cmd: Callable[..., argparse.ArgumentParser])
     b.add_argument("address")
     b.add_argument("--from", dest="start", type=_date, help="start (default: now)")
     b.add_argument("--to", dest="end", type=_date, help=f"end (default: {DEFAULT_BOOKINGS_DAYS} days after the start)")
+    a = cmd(room_actions, "approve", "approve a request held for a delegate's approval (books it, answers ACCEPTED)",
+            cmd_room_approve, json_out=True)
+    a.add_argument("address")
+    a.add_argument("uid", help="the meeting's UID (see `room bookings`)")
+    d = cmd(room_actions, "decline", "decline a request held for a delegate's approval (answers DECLINED)",
+            cmd_room_approve, json_out=True)
+    d.add_argument("address")
+    d.add_argument("uid", help="the meeting's UID (see `room bookings`)")
+    d.add_argument("--reason", default="", help="told to the organizer")
 
 
 async def cmd_room_policy(args: argparse.Namespace) -> int:
@@ -106,6 +124,7 @@ async def cmd_room_bookings(args: argparse.Namespace) -> int:
         end = args.end or start + timedelta(days=DEFAULT_BOOKINGS_DAYS)
         collection = await store.calendars.get_collection(room.id, "calendar")
         rows: list[dict[str, Any]] = []
+        held = {p.uid for p in await PendingRequests(store).list(room.id)}
         if collection is not None:
             details: dict[str, tuple[str, str]] = {}
             for busy in await store.calendars.busy(collection.id, start, end):
@@ -115,10 +134,35 @@ async def cmd_room_bookings(args: argparse.Namespace) -> int:
                 rows.append({
                     "start": busy.start.isoformat(), "end": busy.end.isoformat(), "uid": busy.uid,
                     "organizer": organizer, "summary": summary,
-                    "status": "tentative" if busy.tentative else "accepted",
+                    "status": "pending" if busy.uid in held else ("tentative" if busy.tentative else "accepted"),
                 })
         lines = [f"{r['start']}  {r['end']}  {r['status']:9}  {r['organizer']}  {r['summary']}  [{r['uid']}]" for r in rows]
         _out(args, rows, lines or [f"no bookings for {room.address} between {start:%Y-%m-%d %H:%M} and {end:%Y-%m-%d %H:%M} UTC"])
+        return 0
+
+    return await _with_store(args, run)
+
+
+async def cmd_room_approve(args: argparse.Namespace) -> int:
+    from mailserver.cli import CliError, _load, _out, _with_store
+
+    hostname = _load(args).hostname
+
+    async def run(store: Store, accounts: AccountService) -> int:
+        room = await accounts.get(args.address)
+        if room.kind is not AccountKind.ROOM:
+            raise CliError(f"{room.address} is not a room")
+        attendant = Attendant(store, hostname)
+        if args.action == "approve":
+            outcome = await attendant.approve(room, args.uid, "the operator")
+        else:
+            outcome = await attendant.decline(room, args.uid, "the operator", args.reason)
+        if outcome.action != "answered" or outcome.partstat is None:
+            raise CliError(f"no request {args.uid!r} is waiting for approval in {room.address}")
+        doc = {"uid": args.uid, "partstat": outcome.partstat.value, "organizer": outcome.reply_to,
+               "reasons": list(outcome.reasons)}
+        line = f"{args.uid}: {outcome.partstat.value.lower()}, answered to {outcome.reply_to}"
+        _out(args, doc, [line, *outcome.reasons])
         return 0
 
     return await _with_store(args, run)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import dataclasses
 import hashlib
 import logging
 import re
@@ -28,6 +29,12 @@ import icalendar
 from auth.permissions import send_decision
 from auth.settings import AutomateProcessing, RoomSettings
 from delivery.booking import imip
+from delivery.booking.approval import (
+    PendingRequest,
+    PendingRequests,
+    delegate_answer,
+    forward_message,
+)
 from delivery.booking.imip import ImipMessage, MalformedCalendar, mailto
 from delivery.booking.instances import (
     Instance,
@@ -72,6 +79,7 @@ class Outcome:
     ``action``: "ignored" (not a request for this attendant), "malformed" (calendar
     unreadable, message left in the INBOX), "stale" (older than the stored booking),
     "answered" (a reply was sent with ``partstat``), "cancelled" (booking removed).
+    ``forwarded``: the delegates a request held for approval was forwarded to.
     """
 
     action: str
@@ -79,6 +87,7 @@ class Outcome:
     reasons: tuple[str, ...] = ()
     reply: bytes | None = None
     reply_to: str = ""
+    forwarded: tuple[str, ...] = ()
 
 
 def href_for(uid: str) -> str:
@@ -139,6 +148,39 @@ def _conflicts(instances: Sequence[Instance], busy: Sequence[BusyInterval]) -> l
     return found
 
 
+_GROUP_CUTYPES = ("ROOM", "RESOURCE")
+
+
+def _attendee_count(event: Any, room_address: str, organizer: str) -> int:
+    """People invited to a meeting (EnforceCapacity): distinct ATTENDEE addresses that
+    are not rooms or resources (RFC 5545 §3.2.3 CUTYPE) nor this room, plus the organizer."""
+    value = event.get("ATTENDEE")
+    attendees = value if isinstance(value, list) else ([value] if value is not None else [])
+    people = {organizer}
+    for attendee in attendees:
+        address = mailto(attendee)
+        cutype = str(getattr(attendee, "params", {}).get("CUTYPE", "")).upper()
+        if address and address != room_address and cutype not in _GROUP_CUTYPES:
+            people.add(address)
+    return len(people)
+
+
+def _when(instances: Sequence[Instance], tz_name: str) -> str:
+    """The first instance in the room's zone, for the delegate's text."""
+    if not instances:
+        return "no occurrence in the booking window"
+    tz = zone(tz_name)
+    first = instances[0]
+    if first.all_day:
+        text = f"{first.start.astimezone(tz):%Y-%m-%d}, all day"
+    else:
+        start, end = first.start.astimezone(tz), first.end.astimezone(tz)
+        text = f"{start:%Y-%m-%d %H:%M}-{end:%H:%M} {tz_name}"
+    if len(instances) > 1:
+        text += f", first of {len(instances)} occurrences"
+    return text
+
+
 @dataclass(frozen=True, slots=True)
 class _Evaluation:
     recurring: bool
@@ -166,6 +208,7 @@ class Attendant:
         self._hostname = hostname
         self._clock = clock or (lambda: datetime.now(UTC))
         self._locks: dict[int, asyncio.Lock] = {}
+        self.pending = PendingRequests(store)
 
     async def handle(self, room: Account, body: bytes, sender: Account | None) -> Outcome:
         """Process ``body`` (already in the room's INBOX) for ``room``; ``sender`` is the
@@ -186,11 +229,13 @@ class Attendant:
         except MalformedCalendar as err:
             log.warning("room %s: unreadable calendar left in INBOX: %s", room.address, err)
             return Outcome("malformed", reasons=(str(err),))
-        if message is None or message.method not in ("REQUEST", "CANCEL"):
+        if message is None or message.method not in ("REQUEST", "CANCEL", "REPLY"):
             return Outcome("ignored")
         events = list(message.calendar.walk("VEVENT"))
         if not events:
             return Outcome("ignored")
+        if message.method == "REPLY":
+            return await self._delegate_reply(current, settings, message, sender)
         uid = str(events[0].get("UID", "") or "")
         organizer = mailto(events[0].get("ORGANIZER")) or message.from_address
         if not organizer or "@" not in organizer or organizer == current.address:
@@ -201,7 +246,8 @@ class Attendant:
         existing_item = await self._store.calendars.get_item_by_uid(collection.id, uid) if uid else None
         existing = _parse_stored(existing_item)
         if message.method == "CANCEL":
-            return await self._cancel(current, settings, collection, existing_item, existing, events, organizer, internal)
+            return await self._cancel(current, settings, collection, existing_item, existing, events, organizer,
+                                      internal)
         if existing is not None and _order(events) <= _order(list(existing.walk("VEVENT"))):
             log.info("room %s: stale request for %s ignored", current.address, uid)
             return Outcome("stale")
@@ -209,11 +255,15 @@ class Attendant:
             decision = Decision(PartStat.DECLINED, ("The meeting request could not be read.",), book=False)
             return await self._answer(current, settings, message, uid, organizer, decision)
         return await self._request(current, settings, collection, message, uid, organizer, internal,
-                                   existing_item, existing)
+                                   existing_item, existing, body)
 
     async def _request(self, room: Account, settings: RoomSettings, collection: CalendarCollection,
                        message: ImipMessage, uid: str, organizer: str, internal: bool,
-                       existing_item: CalendarItem | None, existing: icalendar.Calendar | None) -> Outcome:
+                       existing_item: CalendarItem | None, existing: icalendar.Calendar | None,
+                       body: bytes, *, approved: bool = False) -> Outcome:
+        """Decide on a request and book it; a request held for approval (TENTATIVE) is
+        kept in the pending folder and forwarded to the delegates. ``approved``: a
+        delegate approved it, decide again without holding it."""
         now = self._clock()
         horizon = window_end(settings, now)
         name = room.display_name
@@ -238,9 +288,9 @@ class Attendant:
         facts = Facts(
             organizer=organizer, internal=internal, recurring=evaluation.recurring,
             instances=evaluation.instances, beyond_window=evaluation.beyond, ended=evaluation.ended,
-            conflicts=conflicts,
+            conflicts=conflicts, attendees=_attendee_count(master, room.address, organizer),
         )
-        decision = decide(settings, facts)
+        decision = decide(settings, facts, approved=approved)
         if decision.book:
             copy = room_copy(message.calendar, uid, room.address, name, decision, settings, existing, organizer_name)
             busy_now = await asyncio.to_thread(busy_intervals, copy, zone(settings.timezone), now)
@@ -249,7 +299,107 @@ class Attendant:
                 collection.id, href, uid, copy.to_ical().decode("utf-8"), busy_now, replace_uid=True
             )
             existing_item = None  # kept (replaced), not removed
-        return await self._answer(room, settings, message, uid, organizer, decision, existing_item)
+        held = decision.partstat is PartStat.TENTATIVE
+        if held:
+            await self.pending.hold(room.id, uid, body)
+        else:
+            await self.pending.release(room.id, uid)
+        outcome = await self._answer(room, settings, message, uid, organizer, decision, existing_item)
+        if held and settings.forward_requests_to_delegates:
+            forwarded = await self._forward(room, settings, message, uid, organizer, evaluation.instances)
+            outcome = dataclasses.replace(outcome, forwarded=forwarded)
+        return outcome
+
+    async def _forward(self, room: Account, settings: RoomSettings, message: ImipMessage, uid: str,
+                       organizer: str, instances: Sequence[Instance]) -> tuple[str, ...]:
+        """Send each delegate the request to approve (ForwardRequestsToDelegates)."""
+        now = self._clock()
+        when = _when(instances, settings.timezone)
+        sent: list[str] = []
+        for delegate in settings.resource_delegates:
+            if delegate == room.address:
+                continue
+            body = forward_message(
+                room_address=room.address, room_name=room.display_name, delegate=delegate, organizer=organizer,
+                request=message, uid=uid, when=when, now=now, hostname=self._hostname,
+            )
+            await self._send(room, delegate, body)
+            sent.append(delegate)
+        log.info("room %s: %s held for approval, forwarded to %s", room.address, uid, ", ".join(sent) or "nobody")
+        return tuple(sent)
+
+    # -- delegate approval
+
+    async def approve(self, room: Account, uid: str, by: str) -> Outcome:
+        """A delegate (or the operator, ``by``) approves the held request ``uid``: the
+        request is decided again with the calendar as it is now (a slot taken since is
+        a conflict), booked ACCEPTED and answered; or declined with the reason.
+        Returns Outcome("ignored") when no request ``uid`` is held. Raises StorageError."""
+        async with self._locks.setdefault(room.id, asyncio.Lock()):
+            held = await self.pending.find(room.id, uid)
+            if held is None:
+                return Outcome("ignored")
+            return await self._approve(room, held, by)
+
+    async def decline(self, room: Account, uid: str, by: str, reason: str = "") -> Outcome:
+        """A delegate (or the operator, ``by``) declines the held request ``uid``: the
+        tentative booking is removed and the organizer gets DECLINED with ``reason``.
+        Returns Outcome("ignored") when no request ``uid`` is held. Raises StorageError."""
+        async with self._locks.setdefault(room.id, asyncio.Lock()):
+            held = await self.pending.find(room.id, uid)
+            if held is None:
+                return Outcome("ignored")
+            return await self._decline(room, held, by, reason)
+
+    async def _approve(self, room: Account, held: PendingRequest, by: str) -> Outcome:
+        current = await self._store.directory.get_account(room.address) or room
+        settings = RoomSettings.of(current)
+        collection = await self._room_calendar(current)
+        item = await self._store.calendars.get_item_by_uid(collection.id, held.uid)
+        body = await self._store.mail.get_body(held.blob_id)
+        outcome = await self._request(current, settings, collection, held.message, held.uid, held.organizer, True,
+                                      item, _parse_stored(item), body, approved=True)
+        log.info("room %s: %s approved by %s: %s", room.address, held.uid, by,
+                 outcome.partstat.value if outcome.partstat else outcome.action)
+        return outcome
+
+    async def _decline(self, room: Account, held: PendingRequest, by: str, reason: str) -> Outcome:
+        current = await self._store.directory.get_account(room.address) or room
+        settings = RoomSettings.of(current)
+        collection = await self._room_calendar(current)
+        item = await self._store.calendars.get_item_by_uid(collection.id, held.uid)
+        reasons = ("The room's delegate declined the request.", *((f"Reason: {reason}",) if reason else ()))
+        decision = Decision(PartStat.DECLINED, reasons, book=False)
+        outcome = await self._answer(current, settings, held.message, held.uid, held.organizer, decision, item)
+        await self.pending.release(current.id, held.uid)
+        log.info("room %s: %s declined by %s", room.address, held.uid, by)
+        return outcome
+
+    async def _delegate_reply(self, room: Account, settings: RoomSettings, message: ImipMessage,
+                              sender: Account | None) -> Outcome:
+        """RFC 5546 §3.2.3 REPLY from a delegate to an approval request: ACCEPTED
+        approves, DECLINED declines (its COMMENT is the reason). Only an authenticated
+        sender who may act as that delegate counts; anything else is ignored."""
+        answer = delegate_answer(message, settings.resource_delegates)
+        if answer is None or not answer.uid:
+            log.info("room %s: REPLY from a non-delegate ignored", room.address)
+            return Outcome("ignored")
+        if sender is None or not await self._internal(sender, answer.delegate):
+            log.warning("room %s: REPLY naming delegate %s not sent by them ignored", room.address, answer.delegate)
+            return Outcome("ignored")
+        held = await self.pending.find(room.id, answer.uid)
+        if held is None:
+            log.info("room %s: REPLY from %s for %s: nothing pending", room.address, answer.delegate, answer.uid)
+            return Outcome("ignored")
+        if answer.sequence < held.sequence:
+            log.info("room %s: REPLY from %s answers an older version of %s", room.address, answer.delegate,
+                     answer.uid)
+            return Outcome("stale")
+        if answer.partstat == PartStat.ACCEPTED:
+            return await self._approve(room, held, answer.delegate)
+        if answer.partstat == PartStat.DECLINED:
+            return await self._decline(room, held, answer.delegate, answer.comment)
+        return Outcome("ignored")
 
     async def _answer(self, room: Account, settings: RoomSettings, message: ImipMessage, uid: str,
                       organizer: str, decision: Decision, remove: CalendarItem | None = None) -> Outcome:
@@ -286,6 +436,7 @@ class Attendant:
             return Outcome("ignored")
         if _order(events) < _order(stored):
             return Outcome("stale")
+        await self.pending.release(room.id, item.uid)
         rids = [e["RECURRENCE-ID"] for e in events if e.get("RECURRENCE-ID") is not None]
         master = next((e for e in stored if e.get("RECURRENCE-ID") is None), None)
         if rids and len(rids) == len(events) and master is not None:

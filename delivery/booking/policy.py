@@ -8,10 +8,10 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 
-from auth.settings import AutomateProcessing, RoomSettings
-from delivery.booking.instances import Instance
+from auth.settings import WEEKDAYS, AutomateProcessing, RoomSettings
+from delivery.booking.instances import Instance, zone
 
 
 class PartStat(enum.StrEnum):
@@ -42,6 +42,7 @@ class Facts:
     beyond_window: bool  # some instance starts after the booking window
     ended: bool  # every instance ended before now
     conflicts: Sequence[Conflict] = ()
+    attendees: int = 0  # people invited: distinct ATTENDEEs other than rooms and resources, plus the organizer
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,9 +74,52 @@ def window_end(settings: RoomSettings, now: datetime) -> datetime:
     return now + timedelta(days=settings.booking_window_days)
 
 
-def decide(settings: RoomSettings, facts: Facts) -> Decision:
+def _clock(text: str) -> time:
+    """A ``HH:MM`` policy value as a time; ``24:00`` is the end of the day."""
+    hours, _, minutes = text.partition(":")
+    if hours == "24":
+        return time.max
+    return time(int(hours), int(minutes or 0))
+
+
+def outside_work_hours(settings: RoomSettings, instances: Sequence[Instance]) -> list[Instance]:
+    """The instances that do not lie wholly inside the room's work hours
+    (``work_hours_start``..``work_hours_end`` on a ``work_days`` day, in the room's
+    ``timezone``; Exchange's ScheduleOnlyDuringWorkHours). All-day instances never do."""
+    tz = zone(settings.timezone)
+    start_of_work, end_of_work = _clock(settings.work_hours_start), _clock(settings.work_hours_end)
+    days = {WEEKDAYS.index(d) for d in settings.work_days if d in WEEKDAYS}
+    outside: list[Instance] = []
+    for inst in instances:
+        start, end = inst.start.astimezone(tz), inst.end.astimezone(tz)
+        inside = (
+            not inst.all_day
+            and start.weekday() in days
+            and start.time() >= start_of_work
+            # ending at midnight after a work day that ends at 24:00 is still inside
+            and (end.date() == start.date() and end.time() <= end_of_work
+                 or end_of_work == time.max and end == datetime.combine(start.date() + timedelta(days=1), time(), tz))
+        )
+        if not inside:
+            outside.append(inst)
+    return outside
+
+
+def _work_hours(settings: RoomSettings) -> str:
+    days = [d for d in WEEKDAYS if d in settings.work_days]
+    if days == list(WEEKDAYS[:5]):
+        named = "Monday to Friday"
+    else:
+        named = ", ".join(d.capitalize() for d in days) or "no day"
+    return f"{settings.work_hours_start}-{settings.work_hours_end}, {named}, {settings.timezone}"
+
+
+def decide(settings: RoomSettings, facts: Facts, *, approved: bool = False) -> Decision:
     """Apply the room's policy to one request, in Exchange's order: who may book, then
-    recurrence, duration and window, then conflicts (series limits)."""
+    recurrence, duration, capacity, work hours and window, then conflicts (series
+    limits). ``approved``: a delegate has approved the request, so a request that
+    would be held for approval (TENTATIVE) is accepted instead; every other rule still
+    applies, with the calendar as it is now."""
     if not facts.internal and not settings.process_external_meeting_messages:
         return _decline("This room does not accept meeting requests from outside the organization.")
     organizer = facts.organizer
@@ -93,6 +137,16 @@ def decide(settings: RoomSettings, facts: Facts) -> Decision:
     limit = settings.maximum_duration_minutes
     if limit and any(i.end - i.start > timedelta(minutes=limit) for i in facts.instances):
         return _decline(f"The meeting is longer than the maximum of {limit} minutes allowed for this room.")
+    capacity = settings.capacity
+    if settings.enforce_capacity and capacity is not None and facts.attendees > capacity:
+        return _decline(
+            f"The meeting has {facts.attendees} attendees, more than this room's capacity of {capacity}."
+        )
+    if settings.schedule_only_during_work_hours:
+        outside = outside_work_hours(settings, facts.instances)
+        if outside:
+            what = f"{len(outside)} of {len(facts.instances)} occurrences are" if facts.recurring else "The meeting is"
+            return _decline(f"{what} outside this room's working hours ({_work_hours(settings)}).")
     days = settings.booking_window_days
     if not facts.instances:
         return _decline(f"The meeting is beyond the booking window of {days} days.")
@@ -118,7 +172,7 @@ def decide(settings: RoomSettings, facts: Facts) -> Decision:
             )
         declined = tuple(c.instance for c in facts.conflicts)
         reasons.append(f"These occurrences were declined because the room is busy: {dates}.{held}")
-    if needs_approval:
+    if needs_approval and not approved:
         return Decision(
             PartStat.TENTATIVE, ("Your request was received and is pending approval.", *reasons), declined
         )

@@ -117,3 +117,27 @@ def thunderbird_request(organizer: str, room: str, uid: str, start: datetime | d
         "Content-Type: application/ics; name=\"invite.ics\"\r\nContent-Disposition: attachment; filename=\"invite.ics\"\r\n"
         f"Content-Transfer-Encoding: base64\r\n\r\n{base64.encodebytes(ics.encode()).decode()}\r\n--------------TBOUTER--\r\n"
     ).encode()
+
+
+def delegate_reply(delegate: str, room: str, uid: str, partstat: str, *, sequence: int = 0,
+                   comment: str = "", summary: str = "Project sync") -> bytes:
+    """A Thunderbird-style iMIP REPLY (Accept/Decline on the approval request the room
+    forwarded): ORGANIZER the room, the delegate the only ATTENDEE."""
+    ics = (
+        "BEGIN:VCALENDAR\r\nPRODID:-//Mozilla.org/NONSGML Mozilla Calendar V1.1//EN\r\nVERSION:2.0\r\n"
+        f"METHOD:REPLY\r\nBEGIN:VEVENT\r\nDTSTAMP:{_stamp()}\r\nUID:{uid}\r\nSUMMARY:{summary}\r\n"
+        f"ORGANIZER;CN=Room:mailto:{room}\r\n"
+        f"ATTENDEE;CN={delegate};PARTSTAT={partstat};ROLE=REQ-PARTICIPANT:mailto:{delegate}\r\n"
+        + (f"COMMENT:{comment}\r\n" if comment else "")
+        + f"SEQUENCE:{sequence}\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+    )
+    word = {"ACCEPTED": "Accepted", "DECLINED": "Declined"}.get(partstat, "Tentative")
+    return (
+        f"From: {delegate}\r\nTo: {room}\r\nSubject: {word}: {summary}\r\n"
+        f"Message-ID: <{uid}-reply-{partstat}@thunderbird.example>\r\nMIME-Version: 1.0\r\n"
+        "Content-Type: multipart/mixed; boundary=\"------------TBREPLY\"\r\n\r\n"
+        "--------------TBREPLY\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\n"
+        f"{delegate} has {word.lower()} this invitation.\r\n\r\n--------------TBREPLY\r\n"
+        "Content-Type: text/calendar; charset=UTF-8; method=REPLY\r\nContent-Transfer-Encoding: 7bit\r\n\r\n"
+        f"{ics}\r\n--------------TBREPLY--\r\n"
+    ).encode()

@@ -70,3 +70,21 @@ def test_bookings_lists_attendant_bookings(conf: Path, tmp_path: Path) -> None:
     assert [(r["uid"], r["organizer"], r["status"]) for r in rows] == [("cli-1", "alice@example.test", "accepted")]
     later = (day(10, 0)).date().isoformat()
     assert cli_json(conf, "room", "bookings", "room@example.test", "--from", later) == []
+
+
+def test_policy_work_hours_capacity_and_delegate_keys(conf: Path) -> None:
+    """The work hours, capacity and delegate forwarding keys have Exchange's defaults,
+    are normalised when set, and bad values are refused naming the key."""
+    doc = cli_json(conf, "room", "policy", "room@example.test")
+    assert doc["schedule_only_during_work_hours"] is False and doc["enforce_capacity"] is False
+    assert (doc["work_hours_start"], doc["work_hours_end"]) == ("08:00", "17:00")
+    assert doc["work_days"] == ["mon", "tue", "wed", "thu", "fri"]
+    assert doc["forward_requests_to_delegates"] is True
+    doc = cli_json(conf, "room", "policy", "room@example.test", "--work-days", "Sunday,mon", "--work-hours-start", "7:30",
+                   "--schedule-only-during-work-hours", "true", "--capacity", "8", "--enforce-capacity", "true")
+    assert doc["work_days"] == ["mon", "sun"] and doc["work_hours_start"] == "07:30"
+    assert doc["capacity"] == 8 and doc["enforce_capacity"] is True
+    for args, key in ((("--work-days", "mon,funday"), "work_days"), (("--work-hours-end", "25:00"), "work_hours_end"),
+                      (("--work-hours-end", "07:00"), "work_hours_start")):
+        bad = run_cli("room", "policy", "room@example.test", *args, config=conf)
+        assert bad.returncode == 1 and key in bad.stderr, bad.stderr
