@@ -270,3 +270,22 @@ async def test_capacity(server: Any, org: dict[str, Account]) -> None:
     assert room_partstat(reply_calendar(full)) == [("DECLINED", False)]
     assert "4 attendees, more than this room's capacity of 3" in text_of(full)
     assert room_partstat(reply_calendar(fits)) == [("ACCEPTED", False)]
+
+
+async def test_update_while_pending_and_cancel(server: Any, org: dict[str, Account], tmp_path: Path) -> None:
+    """An update while held is held again and forwarded again; the delegate's answer to the
+    older version is stale; a CANCEL drops the held request (nothing left to approve)."""
+    start = await request_held(server, org)
+    moved = start + timedelta(hours=2)
+    await submit(server, ALICE, [ROOM], outlook_request(ALICE, ROOM, "APPROVE-1", moved, moved + timedelta(hours=1),
+                                                        sequence=1))
+    assert len(await inbox(server, org["carol"])) == 2
+    await submit(server, CAROL, [ROOM], delegate_reply(CAROL, ROOM, "APPROVE-1", "ACCEPTED", sequence=0))
+    assert [m["Subject"] for m in await replies(server, org["alice"])] == ["Tentative: Project sync"] * 2
+    [booked] = await room_events(server)
+    assert room_attendee_partstat(booked) == "TENTATIVE" and booked.decoded("DTSTART").astimezone(BERLIN) == moved
+    await submit(server, ALICE, [ROOM], outlook_request(ALICE, ROOM, "APPROVE-1", moved, moved + timedelta(hours=1),
+                                                        sequence=2, method="CANCEL"))
+    assert await room_events(server) == []
+    late = await asyncio.to_thread(run_cli, "room", "approve", ROOM, "APPROVE-1", config=tmp_path / "config.toml")
+    assert late.returncode == 1 and "no request" in late.stderr
