@@ -19,6 +19,7 @@ from mailserver.imap import mime
 from mailserver.imap import parser as p
 from mailserver.imap.parser import encode
 from mailserver.imap.responses import bad
+from storage.interfaces import MailStore
 from storage.types import MessageMeta
 
 if TYPE_CHECKING:
@@ -28,9 +29,15 @@ if TYPE_CHECKING:
 #: the socket write, small enough to keep memory flat (1,000 stored indexes of ~1 KiB
 #: and their ~0.4 KiB responses, twice that with the batch read ahead).
 FETCH_BATCH = 1000
-#: Batch size when bodies are fetched, to bound memory held at once (worst case 25 MiB
-#: each; every message is written on its own and the socket drained past 256 KiB).
-BODY_BATCH = 20
+#: Batch size when bodies are fetched (their bytes are read in groups, see below;
+#: every message is written on its own and the socket drained past 256 KiB).
+BODY_BATCH = 100
+#: Bodies read at once: their reads are queued together, so the store's thread runs
+#: them back to back instead of one thread round trip per message. A group stops at
+#: this many bytes (by RFC822.SIZE; one larger message is read alone) ...
+BODY_GROUP_BYTES = 4 * 1024 * 1024
+#: ... or at this many bodies.
+BODY_GROUP_COUNT = 50
 
 _INDEX_ITEMS = frozenset({"ENVELOPE", "BODY", "BODYSTRUCTURE", "RFC822.HEADER", "RFC822.TEXT"})
 _BODY_ITEMS = frozenset({"RFC822", "RFC822.HEADER", "RFC822.TEXT"})
@@ -114,6 +121,67 @@ def render(
     return b"* %d FETCH (%s)\r\n" % (seq, b" ".join(items))
 
 
+def body_groups(metas: list[MessageMeta]) -> list[list[MessageMeta]]:
+    """``metas`` in consecutive groups to read together (BODY_GROUP_BYTES/COUNT)."""
+    groups: list[list[MessageMeta]] = []
+    group: list[MessageMeta] = []
+    size = 0
+    for meta in metas:
+        if group and (size + meta.size > BODY_GROUP_BYTES or len(group) >= BODY_GROUP_COUNT):
+            groups.append(group)
+            group, size = [], 0
+        group.append(meta)
+        size += meta.size
+    if group:
+        groups.append(group)
+    return groups
+
+
+async def read_bodies(mail: MailStore, metas: list[MessageMeta]) -> dict[str, bytes]:
+    """The bodies of ``metas`` by blob id, read with all requests queued at once."""
+    ids = list(dict.fromkeys(m.blob_id for m in metas))
+    return dict(zip(ids, await asyncio.gather(*(mail.get_body(b) for b in ids)), strict=True))
+
+
+class BodyReader:
+    """The bodies of one batch of messages, read a group at a time (:func:`body_groups`)
+    with the next group read while the caller works on this one."""
+
+    def __init__(self, mail: MailStore, metas: list[MessageMeta]) -> None:
+        self._mail = mail
+        self._groups = body_groups(metas)
+        self._group_of = [g for g, group in enumerate(self._groups) for _ in group]
+        self._current = -1
+        self._bodies: dict[str, bytes] = {}
+        self._ahead: tuple[int, asyncio.Future[dict[str, bytes]]] | None = None
+
+    def _read(self, g: int) -> asyncio.Future[dict[str, bytes]]:
+        return asyncio.ensure_future(read_bodies(self._mail, self._groups[g]))
+
+    async def body(self, n: int, meta: MessageMeta) -> bytes:
+        """The body of ``meta``, the ``n``-th (0-based) of the metas given."""
+        g = self._group_of[n]
+        if g != self._current:
+            if self._ahead is not None and self._ahead[0] == g:
+                reading = self._ahead[1]
+            else:
+                self.close()
+                reading = self._read(g)
+            self._ahead = None
+            self._bodies = await reading
+            self._current = g
+            if g + 1 < len(self._groups):
+                self._ahead = (g + 1, self._read(g + 1))
+        return self._bodies[meta.blob_id]
+
+    def close(self) -> None:
+        """Abandon a read ahead (the command ended early)."""
+        if self._ahead is not None:
+            self._ahead[1].cancel()
+            self._ahead[1].add_done_callback(_consume)
+            self._ahead = None
+
+
 def _consume(future: asyncio.Future[Any]) -> None:
     """Retrieve an abandoned read's outcome (no "exception never retrieved" warning)."""
     if not future.cancelled():
@@ -183,29 +251,34 @@ async def fetch(s: Session, cmd: p.Fetch) -> str:
                         changed[c.uid] = MessageMeta(c.uid, c.flags, rows[0][0].internal_date, c.modseq, 0, "")
             new_indexes: list[tuple[str, str]] = []
             out: list[bytes] = []
-            for meta, idx_json in rows:
-                raw = await mail.get_body(meta.blob_id) if with_body else None
-                envelope = mime.envelope_wire(idx_json) if envelope_only else None
-                index = mime.load(idx_json) if with_index and envelope is None else None
-                if with_index and index is None and envelope is None:
-                    if raw is None:
-                        raw = await mail.get_body(meta.blob_id)
-                    text = await loop.run_in_executor(None, mime.index_json, raw)
-                    new_indexes.append((meta.blob_id, text))
-                    index = mime.load(text)
-                if meta.uid in changed:
-                    now = changed[meta.uid]
-                    meta = MessageMeta(meta.uid, now.flags, meta.internal_date, now.modseq, meta.size, meta.blob_id)
-                seq = view.seq_of(meta.uid)
-                if seq is None:
-                    continue
-                line = render(seq, meta, attrs, index, raw, meta.uid in changed,
-                              envelope=envelope, flag_lists=flag_lists)
-                if with_body:
-                    s.send(line)
-                    await s.flush()
-                else:
-                    out.append(line)
+            bodies = BodyReader(mail, [meta for meta, _ in rows]) if with_body else None
+            try:
+                for n, (meta, idx_json) in enumerate(rows):
+                    raw = await bodies.body(n, meta) if bodies is not None else None
+                    envelope = mime.envelope_wire(idx_json) if envelope_only else None
+                    index = mime.load(idx_json) if with_index and envelope is None else None
+                    if with_index and index is None and envelope is None:
+                        if raw is None:
+                            raw = await mail.get_body(meta.blob_id)
+                        text = await loop.run_in_executor(None, mime.index_json, raw)
+                        new_indexes.append((meta.blob_id, text))
+                        index = mime.load(text)
+                    if meta.uid in changed:
+                        now = changed[meta.uid]
+                        meta = MessageMeta(meta.uid, now.flags, meta.internal_date, now.modseq, meta.size, meta.blob_id)
+                    seq = view.seq_of(meta.uid)
+                    if seq is None:
+                        continue
+                    line = render(seq, meta, attrs, index, raw, meta.uid in changed,
+                                  envelope=envelope, flag_lists=flag_lists)
+                    if with_body:
+                        s.send(line)
+                        await s.flush()
+                    else:
+                        out.append(line)
+            finally:
+                if bodies is not None:
+                    bodies.close()
             if out:
                 s.send(b"".join(out))
                 await s.flush()

@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING
 
 from mailserver.imap import mime
 from mailserver.imap import parser as p
-from mailserver.imap.commands.fetch import FETCH_BATCH, batches
+from mailserver.imap.commands.fetch import FETCH_BATCH, BodyReader, batches
 from mailserver.imap.commands.messages import uid_set
 from mailserver.imap.view import SelectedView
+from storage.interfaces import MailStore
 from storage.types import MessageMeta
 
 if TYPE_CHECKING:
@@ -154,7 +155,6 @@ async def search(s: Session, cmd: p.Search) -> str:
     need_index = any(_needs_index(k) for k in keys)
     matcher = _Matcher(view, cmd.key)
     mail = s.app.store.mail
-    loop = asyncio.get_running_loop()
     folder_id = view.folder.id
     candidates = view.live(list(view.uids))
     unknown: set[int] = set()  # messages the store could not answer an indexed key for
@@ -182,26 +182,43 @@ async def search(s: Session, cmd: p.Search) -> str:
     new_indexes: list[tuple[str, str]] = []
     for chunk in batches(candidates, FETCH_BATCH):
         want = set(chunk)
-        rows = await mail.fetch_range(folder_id, chunk[0], chunk[-1], with_index=need_index or bool(unknown))
-        for meta, idx_json in rows:
-            if meta.uid not in want:
-                continue
-            raw = await mail.get_body(meta.blob_id) if need_raw else None
-            index: mime.MessageIndex | None = None
-            if need_index or meta.uid in unknown:
-                index = mime.load(idx_json)
-                if index is None:
-                    if raw is None:
-                        raw = await mail.get_body(meta.blob_id)
-                    text = await loop.run_in_executor(None, mime.index_json, raw)
-                    new_indexes.append((meta.blob_id, text))
-                    index = mime.load(text)
-            if matcher.match(cmd.key, meta, index, raw):
-                hits.append(meta)
+        rows = [
+            row for row in await mail.fetch_range(folder_id, chunk[0], chunk[-1], with_index=need_index or bool(unknown))
+            if row[0].uid in want
+        ]
+        bodies = BodyReader(mail, [meta for meta, _ in rows]) if need_raw else None
+        try:
+            await _match_rows(matcher, cmd.key, rows, bodies, need_index, unknown, hits, new_indexes, mail)
+        finally:
+            if bodies is not None:
+                bodies.close()
     if new_indexes:
         await mail.set_index(new_indexes)
     _respond(s, view, cmd, hits, with_modseq)
     return ("UID " if cmd.uid else "") + "SEARCH completed"
+
+
+async def _match_rows(
+    matcher: _Matcher, key: p.SearchKey, rows: list[tuple[MessageMeta, str | None]], bodies: BodyReader | None,
+    need_index: bool, unknown: set[int], hits: list[MessageMeta], new_indexes: list[tuple[str, str]],
+    mail: MailStore,
+) -> None:
+    """Add the messages of ``rows`` that match ``key`` to ``hits`` (and indexes built on
+    the way to ``new_indexes``)."""
+    loop = asyncio.get_running_loop()
+    for n, (meta, idx_json) in enumerate(rows):
+        raw = await bodies.body(n, meta) if bodies is not None else None
+        index: mime.MessageIndex | None = None
+        if need_index or meta.uid in unknown:
+            index = mime.load(idx_json)
+            if index is None:
+                if raw is None:
+                    raw = await mail.get_body(meta.blob_id)
+                text = await loop.run_in_executor(None, mime.index_json, raw)
+                new_indexes.append((meta.blob_id, text))
+                index = mime.load(text)
+        if matcher.match(key, meta, index, raw):
+            hits.append(meta)
 
 
 def _respond(s: Session, view: SelectedView, cmd: p.Search, hits: list[MessageMeta], with_modseq: bool) -> None:
