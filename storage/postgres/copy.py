@@ -108,6 +108,10 @@ _ALL_TARGET_TABLES = [
     "messages", "blob_data", "blobs", "folders", "list_members", "grants", "aliases",
     "accounts", "domains",
 ]
+#: SQLite tables not copied: derived data PostgreSQL does without (blob_search holds
+#: the case-folded SEARCH fields of blobs.index_json; PgMailStore.search_index reads
+#: the index itself).
+_DERIVED = {"blob_search"}
 
 
 def _check_columns(src: sqlite3.Connection) -> None:
@@ -125,7 +129,7 @@ def _check_columns(src: sqlite3.Connection) -> None:
         if missing:
             raise StorageError(f"the SQLite table {table} lacks {', '.join(sorted(missing))}")
     tables = {r[0] for r in src.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    unknown_tables = tables - {t for t, _, _ in _TABLES} - {"meta", "sqlite_sequence", "sqlite_stat1"}
+    unknown_tables = tables - {t for t, _, _ in _TABLES} - {"meta", "sqlite_sequence", "sqlite_stat1"} - _DERIVED
     if unknown_tables:
         raise StorageError(
             f"the SQLite store has tables this copier does not know ({', '.join(sorted(unknown_tables))});"
