@@ -105,13 +105,22 @@ def _folder_by_name(conn: sqlite3.Connection, account_id: int, name: str) -> sql
     return row
 
 
-def _store_blob(conn: sqlite3.Connection, body: bytes) -> str:
-    """Store ``body`` once under its sha256; return the id."""
+def _store_blob(conn: sqlite3.Connection, body: bytes, index_json: str | None = None) -> str:
+    """Store ``body`` once under its sha256, with its index when given; return the id.
+
+    A new body gets its index in the same INSERT: setting it afterwards would rewrite
+    the whole row, body included (a second copy of every delivered body in the WAL).
+    """
     blob_id = hashlib.sha256(body).hexdigest()
-    conn.execute(
-        "INSERT INTO blobs (id, size, data) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING",
-        (blob_id, len(body), body),
+    cur = conn.execute(
+        "INSERT INTO blobs (id, size, data, index_json) VALUES (?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+        (blob_id, len(body), body, index_json),
     )
+    if index_json is not None:
+        if cur.rowcount == 1:
+            _add_search_rows(conn, [(index_json, blob_id)])
+        else:  # the body was already stored, perhaps without an index
+            _set_index(conn, [(index_json, blob_id)])
     return blob_id
 
 
@@ -393,9 +402,7 @@ class SqliteMailStore:
 
         def job(conn: sqlite3.Connection) -> tuple[MessageMeta, Collection[int]]:
             _require_folder(conn, folder_id)
-            blob_id = _store_blob(conn, body)
-            if index_json is not None:
-                _set_index(conn, [(index_json, blob_id)])
+            blob_id = _store_blob(conn, body, index_json)
             uid, modseq = _insert_message(conn, folder_id, blob_id, flagset, date)
             meta = MessageMeta(uid, flagset, decode_date(date), modseq, len(body), blob_id)
             return meta, (folder_id,)
@@ -619,9 +626,7 @@ class SqliteMailStore:
         queued_at = encode_date(now)
 
         def job(conn: sqlite3.Connection) -> tuple[DeliveryResult, Collection[int]]:
-            blob_id = _store_blob(conn, body)
-            if index_json is not None:
-                _set_index(conn, [(index_json, blob_id)])
+            blob_id = _store_blob(conn, body, index_json)
             uids: dict[tuple[int, str], int] = {}
             changed: list[int] = []
             for account_id, folder, flags in targets:
