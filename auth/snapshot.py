@@ -16,6 +16,7 @@ directory and a change committed before it started.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -132,19 +133,29 @@ class CachedDirectory:
         self.store_directory = directory
         self._snapshot: DirectorySnapshot | None = None
         self._stale = True
+        self._reload_lock = asyncio.Lock()
         self.stats = CacheStats()
         self.checked_at = 0.0  # time.monotonic() of the last version check
 
     async def refresh(self) -> DirectorySnapshot:
-        """Check the store's version (one cheap call) and reload when it changed."""
+        """Check the store's version (one cheap call) and reload when it changed.
+
+        Concurrent callers that find it changed share one reload (50 SMTP sessions
+        starting a transaction right after a CLI change load the directory once).
+        """
         self.stats.checks += 1
         self.checked_at = time.monotonic()
         version = await self.store_directory.version()
         current = self._snapshot
-        if current is None or self._stale or current.version != version:
-            self._stale = False
-            current = self._snapshot = await load_snapshot(self.store_directory)
-            self.stats.loads += 1
+        if current is not None and not self._stale and current.version == version:
+            return current
+        async with self._reload_lock:
+            current = self._snapshot
+            # Versions only grow: a snapshot loaded meanwhile by another caller is as new.
+            if current is None or self._stale or current.version < version:
+                self._stale = False
+                current = self._snapshot = await load_snapshot(self.store_directory)
+                self.stats.loads += 1
         return current
 
     async def snapshot(self) -> DirectorySnapshot:

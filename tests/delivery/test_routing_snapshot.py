@@ -8,6 +8,7 @@ routing a recipient (lists included) makes no directory call at all.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -81,6 +82,18 @@ async def test_refresh_reloads_only_after_a_change(store: Store) -> None:
     snap = await cached.refresh()
     assert cached.stats.loads == 2
     bob = snap.get_account(f"bob@{DOMAIN}")
+    assert bob is not None and not bob.enabled
+
+
+async def test_concurrent_refreshes_share_one_reload(store: Store) -> None:
+    """Many transactions starting together after a change load the directory once, not once each."""
+    cached = CachedDirectory(store.directory)
+    await cached.refresh()
+    await store.directory.set_enabled(f"bob@{DOMAIN}", False)
+    snaps = await asyncio.gather(*(cached.refresh() for _ in range(20)))
+    assert cached.stats.loads == 2
+    assert all(s is snaps[0] for s in snaps)
+    bob = snaps[0].get_account(f"bob@{DOMAIN}")
     assert bob is not None and not bob.enabled
 
 
