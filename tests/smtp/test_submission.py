@@ -13,6 +13,7 @@ import pytest
 from auth.accounts import AccountService
 from storage.types import Right
 from tests.smtp.client import PASSWORD, RawSmtp, flags, inbox, message, organisation
+from tests.smtp.test_data_reader import line_by_line
 
 
 @pytest.fixture
@@ -79,6 +80,27 @@ async def test_implicit_tls_offers_and_accepts_auth(server: Any, org: dict[str, 
     assert (await c.login("alice@example.test"))[0] == 235
     assert (await c.send_mail("alice@example.test", ["bob@example.test"], message()))[0] == 250
     await c.close()
+
+
+async def test_implicit_tls_data_is_block_read_byte_exact(server: Any, org: dict[str, Any]) -> None:
+    """On implicit TLS, DATA goes through the block reader: smuggling sequences stay content, dots are unstuffed."""
+    c = await RawSmtp.connect(server.port("submissions"), tls=server.client_ssl_context())
+    await c.ehlo()
+    assert (await c.login("alice@example.test"))[0] == 235
+    raw = (b"From: alice@example.test\r\nTo: bob@example.test\r\nSubject: dots\r\n\r\n"
+           b"a\n.\nb\r.\r\n..c\r\n.\rd\r\n")
+    reference = line_by_line(raw + b".\r\n")  # what a CRLF-only line reader yields
+    assert reference is not None
+    body = reference[0].split(b"\r\n\r\n", 1)[1]
+    assert (await c.cmd("MAIL FROM:<alice@example.test>"))[0] == 250
+    assert (await c.cmd("RCPT TO:<bob@example.test>"))[0] == 250
+    assert (await c.cmd("DATA"))[0] == 354
+    await c.send(raw + b".\r\n")
+    assert (await c.reply())[0] == 250
+    await c.close()
+    [stored] = await inbox(server.store, org["bob"])
+    assert stored.endswith(b"\r\n\r\n" + body)  # Date:/Message-ID: may be added to the header, never to the body
+    assert b"a\n.\nb\r.\r\n.c\r\n\rd\r\n" in stored
 
 
 async def test_aiosmtplib_implicit_tls_login(server: Any, org: dict[str, Any]) -> None:
