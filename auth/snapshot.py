@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -135,7 +134,6 @@ class CachedDirectory:
         self._stale = True
         self._reload_lock = asyncio.Lock()
         self.stats = CacheStats()
-        self.checked_at = 0.0  # time.monotonic() of the last version check
 
     async def refresh(self) -> DirectorySnapshot:
         """Check the store's version (one cheap call) and reload when it changed.
@@ -144,7 +142,6 @@ class CachedDirectory:
         starting a transaction right after a CLI change load the directory once).
         """
         self.stats.checks += 1
-        self.checked_at = time.monotonic()
         version = await self.store_directory.version()
         current = self._snapshot
         if current is not None and not self._stale and current.version == version:
