@@ -14,9 +14,11 @@ measured in turn in every cell:
   for CRLF.CRLF, undoes dot-stuffing on whole buffers) and does nothing with the mail.
 
 Prints messages/s and p50/p99 transaction latency (MAIL FROM to the 250 after DATA) for
-each, our rate as a ratio of both, the load average before and after, and the daemon's
-peak RSS. ``--profile OUT`` samples the daemon with py-spy (``pip install py-spy``)
-while our cells run and prints where its threads spent their time (raw stacks in OUT).
+each, our rate as a ratio of both, our daemon's CPU time per message (steadier than rates on
+a shared machine), the load average before and after, and the daemon's peak RSS.
+``--profile OUT`` samples the daemon with py-spy (``pip install py-spy``) during our cell
+for the first size at the largest connection count and prints where its threads spent
+their time (raw stacks in OUT).
 The load generator is this process. Not a test: figures depend on the machine.
 """
 
@@ -182,6 +184,12 @@ def spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(argv, cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used (proc(5): utime and stime)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -268,11 +276,14 @@ async def main() -> None:
                 if args.profile is not None and (size, n) == profile_cell:
                     profiler = start_profiler(ours.pid, args.profile, args.seconds)
                     await asyncio.sleep(0.5)  # attached before the cell starts
+                cpu_before = cpu_seconds(ours.pid)
                 rate, p50, p99, count = await measure(ours_port, size, n, args.seconds)
+                cpu_ms = (cpu_seconds(ours.pid) - cpu_before) * 1000 / max(1, count)
                 if profiler is not None:
                     await asyncio.to_thread(profiler.wait, args.seconds + 30)
                 acked += count
-                rows.append((size, n, rate, p50, p99, bare_rate, bare_p50, bare_p99, block_rate, block_p50, block_p99))
+                rows.append((size, n, rate, p50, p99, bare_rate, bare_p50, bare_p99, block_rate, block_p50, block_p99,
+                             cpu_ms))
         rss = peak_rss_mib(ours.pid)
     finally:
         if profiler is not None and profiler.poll() is None:
@@ -295,12 +306,13 @@ async def main() -> None:
     print(f"SMTP ingestion, {args.seconds:g}s per cell, loopback, {os.cpu_count()} CPUs; one local recipient, 250 = durably stored")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in load_before)}; after: {' '.join(f'{x:.2f}' for x in load_after)}")
     print(f"{'size':>6} {'conns':>5} | {'ours msg/s':>10} {'p50':>6} {'p99':>6} | {'aiosmtpd':>8} {'p50':>6} {'p99':>6}"
-          f" | {'block':>6} {'p50':>6} {'p99':>6} | {'/aiosmtpd':>9} {'/block':>6}")
-    for size, n, rate, p50, p99, brate, bp50, bp99, krate, kp50, kp99 in rows:
+          f" | {'block':>6} {'p50':>6} {'p99':>6} | {'/aiosmtpd':>9} {'/block':>6} | {'cpu ms/msg':>10}")
+    for size, n, rate, p50, p99, brate, bp50, bp99, krate, kp50, kp99, cpu_ms in rows:
         label = f"{size // 1024}KiB"
         print(f"{label:>6} {n:>5} | {rate:>10.0f} {p50:>6.1f} {p99:>6.1f} | {brate:>8.0f} {bp50:>6.1f} {bp99:>6.1f}"
-              f" | {krate:>6.0f} {kp50:>6.1f} {kp99:>6.1f} | {rate / brate:>9.2f} {rate / krate:>6.2f}")
-    print("(p50/p99: transaction latency in ms; /aiosmtpd, /block: our rate as a ratio of theirs)")
+              f" | {krate:>6.0f} {kp50:>6.1f} {kp99:>6.1f} | {rate / brate:>9.2f} {rate / krate:>6.2f} | {cpu_ms:>10.2f}")
+    print("(p50/p99: transaction latency in ms; /aiosmtpd, /block: our rate as a ratio of theirs;"
+          " cpu ms/msg: our daemon's CPU time per stored message, all threads)")
     print(f"daemon peak RSS: {rss:.1f} MiB; acknowledged with 250: {acked}, in the store after the run: {stored}")
     if args.profile is not None and args.profile.exists():
         print("\n".join(summarise_profile(args.profile)))
