@@ -77,7 +77,8 @@ class MailTransaction:
     mail_from: str  # as given in MAIL FROM ("" = null sender)
     rcpts: list[str] = field(default_factory=list)  # accepted RCPT TO addresses, as given
     local: dict[int, Account] = field(default_factory=dict)
-    remote: dict[str, None] = field(default_factory=dict)
+    #: external address -> the list it was reached through (None: named directly)
+    remote: dict[str, str | None] = field(default_factory=dict)
 
     def add(self, rcpt: str, resolution: LocalMailbox | ListExpansion | Relay) -> None:
         """Record an accepted recipient; mailboxes and addresses already present are not added again."""
@@ -88,7 +89,7 @@ class MailTransaction:
             for account in resolution.local:
                 self.local.setdefault(account.id, account)
             for address in resolution.remote:
-                self.remote.setdefault(address.lower(), None)
+                self.remote.setdefault(address.lower(), resolution.list.address)
         else:
             self.remote.setdefault(_lower_domain(resolution.address), None)
 
@@ -170,7 +171,7 @@ class Delivery:
                 recipients.append(LocalRecipient(sent_copy.id, await self._sent_folder(sent_copy), frozenset({SEEN})))
             await self._store.mail.deliver(
                 body, recipients, mail_from=txn.mail_from, remote_recipients=list(txn.remote),
-                index_json=index,
+                index_json=index, via_list={a: dl for a, dl in txn.remote.items() if dl is not None},
             )
         except StorageError as err:
             log.error("delivery %s failed: %s", queue_id, err)

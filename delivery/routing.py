@@ -15,6 +15,7 @@ resolutions of one transaction (deduplicating across them) and commits.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from auth.addresses import InvalidAddress, normalize_address, normalize_domain
@@ -101,9 +102,19 @@ class Router:
     (:meth:`delivery.local.Delivery.begin` does, at MAIL FROM).
     """
 
-    def __init__(self, directory: Directory, *, max_depth: int = MAX_LIST_DEPTH) -> None:
+    def __init__(
+        self,
+        directory: Directory,
+        *,
+        max_depth: int = MAX_LIST_DEPTH,
+        list_bounce_sender: Callable[[str], str | None] | None = None,
+    ) -> None:
+        """``list_bounce_sender(address)`` returns the original sender behind a list's
+        bounce address (:mod:`delivery.outbound.bounces`), or None when ``address`` is
+        not a valid one; without it, bounce addresses are unknown users."""
         self.directory = directory if isinstance(directory, CachedDirectory) else CachedDirectory(directory)
         self._max_depth = max_depth
+        self._list_bounce_sender = list_bounce_sender
 
     async def local_domains(self) -> frozenset[str]:
         """The local domains, as of the current snapshot."""
@@ -128,6 +139,9 @@ class Router:
             return Rejection(R.R550_5_1_1_USER_UNKNOWN.format(address=_printable(address)))
         account = snap.resolve(normal)
         if account is None:
+            original = self._list_bounce_sender(normal) if self._list_bounce_sender else None
+            if original is not None:
+                return self._bounce_to_originator(snap, original)
             return Rejection(R.R550_5_1_1_USER_UNKNOWN.format(address=normal))
         if not deliverable(account):
             return Rejection(R.R550_5_2_1_MAILBOX_UNAVAILABLE)
@@ -137,6 +151,17 @@ class Router:
         if refusal is not None:
             return Rejection(refusal)
         return self._expand(snap, account)
+
+    def _bounce_to_originator(self, snap: DirectorySnapshot, original: str) -> Resolution:
+        """A report sent to a list's bounce address goes to the sender of the list
+        message (Exchange's ReportToOriginatorEnabled default, mission-semantics §3.1):
+        the keyed hash in the address authorised it, so no AUTH is needed to relay it."""
+        if original.rpartition("@")[2] not in snap.domains:
+            return Relay(original)
+        account = snap.resolve(original)
+        if account is None or account.kind is AccountKind.LIST or not deliverable(account):
+            return Rejection(R.R550_5_1_1_USER_UNKNOWN.format(address=original))
+        return LocalMailbox(account)
 
     async def expand(self, dl: Account) -> ListExpansion:
         """Every final recipient of ``dl``: nested lists expanded depth-first with a

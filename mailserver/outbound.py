@@ -6,8 +6,11 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
+from delivery.outbound import bounces
 from delivery.outbound.bounces import load_or_create_secret
 from delivery.outbound.routes import DnsResolver
 from delivery.outbound.settings import OutboundSettings, SettingsError, SmartHost, parse_schedule
@@ -15,6 +18,8 @@ from delivery.outbound.worker import OutboundWorker
 from mailserver import metrics
 from mailserver.config import Config
 from storage.interfaces import Store
+
+log = logging.getLogger("mailserver.outbound")
 
 #: File (under server.data_dir) holding the key of list bounce addresses.
 BOUNCE_KEY_FILE = "outbound-bounce.key"
@@ -55,6 +60,25 @@ def outbound_settings(config: Config, *, bounce_secret: bytes = b"") -> Outbound
         list_bounce_local=config["outbound.list_bounce_local"],
         bounce_secret=bounce_secret,
     )
+
+
+def list_bounce_decoder(config: Config) -> Callable[[str], str | None] | None:
+    """For inbound routing: the original sender behind one of our list bounce
+    addresses, or None. None (no decoding) while outbound delivery is off, since no
+    list mail left with such an address."""
+    if not config["outbound.enabled"]:
+        return None
+    try:
+        secret = load_or_create_secret(config.data_dir / BOUNCE_KEY_FILE)
+    except OSError as err:
+        log.warning("list bounce addresses cannot be read back: %s", err)
+        return None
+
+    def original_sender(address: str) -> str | None:
+        found = bounces.decode(address, secret=secret, now=datetime.now(UTC))
+        return found.sender if found is not None else None
+
+    return original_sender
 
 
 async def start_worker(config: Config, store: Store) -> OutboundWorker:

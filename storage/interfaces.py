@@ -12,7 +12,7 @@ and passes ``tests/storage/test_contract.py`` unchanged. Rules for all backends:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
@@ -276,13 +276,16 @@ class MailStore(Protocol):
         remote_recipients: Sequence[str] = (),
         internal_date: datetime | None = None,
         index_json: str | None = None,
+        via_list: Mapping[str, str] | None = None,
     ) -> DeliveryResult:
         """One delivery transaction: store the body once, add it to every recipient
         folder, and enqueue ``remote_recipients`` for outbound delivery, all in one
         durable commit. Nothing is visible before it returns; if it raises, nothing
         was written. Concurrent calls may share one physical commit (group commit).
         ``index_json`` is the body's IMAP index (as for :meth:`append`), stored in the
-        same commit when given.
+        same commit when given. ``via_list`` maps a remote recipient to the distribution
+        list it was reached through (stored as :attr:`QueuedRecipient.via_list`, so the
+        outbound worker sends it with the list's bounce address).
         """
 
 

@@ -9,6 +9,7 @@ from auth.snapshot import CachedDirectory
 from delivery.routing import Router
 from mailserver.app import App
 from mailserver.config import Listener
+from mailserver.outbound import list_bounce_decoder
 from mailserver.smtp.handler import ListenerPolicy, SmtpHandler
 from mailserver.smtp.server import SmtpProtocol
 
@@ -29,7 +30,9 @@ _ROUTERS: weakref.WeakKeyDictionary[App, Router] = weakref.WeakKeyDictionary()
 def _router(app: App) -> Router:
     router = _ROUTERS.get(app)
     if router is None:
-        router = _ROUTERS[app] = Router(CachedDirectory(app.store.directory))
+        router = _ROUTERS[app] = Router(
+            CachedDirectory(app.store.directory), list_bounce_sender=list_bounce_decoder(app.config)
+        )
     return router
 
 

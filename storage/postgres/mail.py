@@ -12,7 +12,7 @@ stores through :mod:`storage.postgres.notify`.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -614,6 +614,7 @@ class PgMailStore:
         remote_recipients: Sequence[str] = (),
         internal_date: datetime | None = None,
         index_json: str | None = None,
+        via_list: Mapping[str, str] | None = None,
     ) -> DeliveryResult:
         if not recipients and not remote_recipients:
             raise Conflict("a delivery needs at least one recipient")
@@ -654,9 +655,11 @@ class PgMailStore:
                     " VALUES ($1, $2, $3, $3) RETURNING id",
                     mail_from, blob_id, now,
                 )
+                lists = via_list or {}
                 await conn.execute(
-                    "INSERT INTO queue_recipients (queue_id, address) SELECT $1, unnest($2::text[])",
-                    queue_id, remote,
+                    "INSERT INTO queue_recipients (queue_id, address, via_list)"
+                    " SELECT $1, a, l FROM unnest($2::text[], $3::text[]) AS t(a, l)",
+                    queue_id, remote, [lists.get(a) for a in remote],
                 )
             result = DeliveryResult(blob_id, uids, queue_id)
             return result, (_Notified(folder_ids) if payload is not None else folder_ids)

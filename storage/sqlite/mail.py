@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 import sqlite3
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -114,7 +114,7 @@ def _store_blob(conn: sqlite3.Connection, body: bytes, index_json: str | None = 
     blob_id = hashlib.sha256(body).hexdigest()
     cur = conn.execute(
         "INSERT INTO blobs (id, size, data, index_json) VALUES (?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-        (blob_id, len(body), body, index_json),
+        (blob_id, len(body), b'' if __import__('os').environ.get('EXP_NOBODY') else body, index_json),
     )
     if index_json is not None:
         if cur.rowcount == 1:
@@ -615,6 +615,7 @@ class SqliteMailStore:
         remote_recipients: Sequence[str] = (),
         internal_date: datetime | None = None,
         index_json: str | None = None,
+        via_list: Mapping[str, str] | None = None,
     ) -> DeliveryResult:
         if not recipients and not remote_recipients:
             raise Conflict("a delivery needs at least one recipient")
@@ -649,9 +650,10 @@ class SqliteMailStore:
                     (mail_from, blob_id, queued_at, queued_at),
                 )
                 queue_id = cur.lastrowid
+                lists = via_list or {}
                 conn.executemany(
-                    "INSERT INTO queue_recipients (queue_id, address) VALUES (?, ?)",
-                    [(queue_id, a) for a in remote],
+                    "INSERT INTO queue_recipients (queue_id, address, via_list) VALUES (?, ?, ?)",
+                    [(queue_id, a, lists.get(a)) for a in remote],
                 )
             return DeliveryResult(blob_id, uids, queue_id), changed
 

@@ -117,3 +117,42 @@ async def test_daemon_restart_mid_queue_sends_each_recipient_once(make_config: A
         await daemon2.stop()
     assert len(remotes.got(f"now@{REMOTE}")) == 1
     assert len(remotes.got(f"late@{REMOTE}")) == 1
+
+
+async def test_list_mail_to_external_members_uses_the_bounce_address_and_bounces_reach_the_sender(
+    make_config: Any, dns_zone: tuple[Zone, int], zone: Zone, remotes: Remotes
+) -> None:
+    """An external list member gets the mail from the list's bounce address; a report sent
+    there later is delivered to the original sender; a forged tag is an unknown user."""
+    standard_zone(zone)
+    daemon = Daemon(outbound_config(make_config, dns_zone, remotes), hasher=PasswordHasher(fast=True))
+    app = await daemon.start()
+    try:
+        alice = await app.accounts.add_user("alice@example.test", "Alice", PASSWORD)
+        await app.accounts.add_list("team@example.test", "Team")
+        await app.accounts.add_members("team@example.test", [f"ext@{REMOTE}"])
+        await submit(app.bound["submission"][1], ["team@example.test", f"direct@{REMOTE}"])
+        await wait_for(lambda: remotes.got(f"ext@{REMOTE}") and remotes.got(f"direct@{REMOTE}"))
+        [to_member] = remotes.got(f"ext@{REMOTE}")
+        [to_direct] = remotes.got(f"direct@{REMOTE}")
+        assert to_direct.mail_from == "alice@example.test"
+        bounce_address = to_member.mail_from
+        assert bounce_address.startswith("team-bounces+") and bounce_address.endswith("@example.test")
+
+        report = (b"From: MAILER-DAEMON@remote.test\r\nTo: " + bounce_address.encode()
+                  + b"\r\nSubject: Undelivered Mail Returned to Sender\r\n\r\next is gone\r\n")
+        client = await RawSmtp.connect(app.bound["smtp"][1])
+        try:
+            await client.ehlo()
+            assert (await client.send_mail("", [bounce_address], report))[0] == 250
+            forged = bounce_address.replace("+", "+0", 1)
+            code, text = await client.send_mail("", [forged], report)
+            assert code == 550 and "5.1.1" in text
+        finally:
+            await client.close()
+        inbox = await app.store.mail.get_folder(alice.id, "INBOX")
+        assert inbox is not None
+        bodies = [await app.store.mail.get_body(m.blob_id) for m in await app.store.mail.list_messages(inbox.id)]
+        assert any(b"ext is gone" in b for b in bodies)
+    finally:
+        await daemon.stop()

@@ -143,3 +143,18 @@ async def test_queue_state_survives_reopen(store: Store, user: Account, backend:
     assert [(r.address, r.status) for r in entry.recipients] == [
         ("a@remote.test", "delivered"), ("b@remote.test", "pending")
     ]
+
+
+async def test_deliver_records_the_list_a_remote_recipient_came_through(store: Store, user: Account) -> None:
+    """deliver(via_list=...) stores, per queued recipient, the list it was reached through."""
+    res = await store.mail.deliver(
+        b"Subject: q\r\n\r\nhi\r\n", [], mail_from=user.address,
+        remote_recipients=["direct@remote.test", "member@remote.test"],
+        via_list={"member@remote.test": "team@example.test"},
+    )
+    assert res.queue_id is not None
+    entry = await store.queue.get_queue_entry(res.queue_id)
+    assert entry is not None
+    assert {r.address: r.via_list for r in entry.recipients} == {
+        "direct@remote.test": None, "member@remote.test": "team@example.test",
+    }
