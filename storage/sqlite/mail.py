@@ -114,7 +114,7 @@ def _store_blob(conn: sqlite3.Connection, body: bytes, index_json: str | None = 
     blob_id = hashlib.sha256(body).hexdigest()
     cur = conn.execute(
         "INSERT INTO blobs (id, size, data, index_json) VALUES (?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-        (blob_id, len(body), b'' if __import__('os').environ.get('EXP_NOBODY') else body, index_json),
+        (blob_id, len(body), body, index_json),
     )
     if index_json is not None:
         if cur.rowcount == 1:
