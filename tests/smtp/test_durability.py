@@ -68,13 +68,18 @@ async def test_kill_9_mid_burst_loses_no_acknowledged_message(tmp_path: Path, te
 
     env = dict(os.environ)
     env.pop(cfg.ENV_VAR, None)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "mailserver", "serve", "--config", str(config_path),
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    log_path = tmp_path / "daemon.log"
+    with open(log_path, "wb") as log_file:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "mailserver", "serve", "--config", str(config_path),
+            cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+        )
     acked: list[str] = []
     try:
-        await _wait_port(port, time.monotonic() + 30)
+        try:
+            await _wait_port(port, time.monotonic() + 30)
+        except TimeoutError as err:
+            raise AssertionError(f"{err}; daemon output:\n{log_path.read_text(errors='replace')}") from None
         stop = asyncio.Event()
         tasks = [asyncio.create_task(_sender(port, n, acked, stop)) for n in range(CONNECTIONS)]
         await asyncio.sleep(BURST_SECONDS)
