@@ -69,7 +69,7 @@ async def test_kill_9_mid_burst_loses_no_acknowledged_message(tmp_path: Path, te
     env = dict(os.environ)
     env.pop(cfg.ENV_VAR, None)
     log_path = tmp_path / "daemon.log"
-    with open(log_path, "wb") as log_file:
+    with log_path.open("wb") as log_file:  # noqa: ASYNC230 - a local file, opened once
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "mailserver", "serve", "--config", str(config_path),
             cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT,
