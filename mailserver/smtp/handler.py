@@ -89,6 +89,8 @@ class SmtpHandler:
 
     async def mail(self, mail_from: str, principal: Principal | None) -> tuple[Reply, MailTransaction | None]:
         """MAIL FROM: start a transaction, or refuse."""
+        if self.app.shutting_down:
+            return R.R421_4_3_2_SHUTTING_DOWN, None  # RFC 5321 §3.8: no new transaction
         if self.policy.auth_required and principal is None:
             return R.R530_5_7_0_AUTH_REQUIRED, None  # RFC 6409 §4.3
         try:

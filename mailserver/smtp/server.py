@@ -416,6 +416,10 @@ class SmtpProtocol(SMTP):
             self._env().smtp_utf8 = smtputf8
             self._env().mail_options.extend(params)
         await self.reply(reply)
+        if reply.code == 421:  # RFC 5321 §3.8: the server closes after a 421
+            assert self._handler_coroutine is not None and self.transport is not None
+            self._handler_coroutine.cancel()
+            self.transport.close()
 
     async def smtp_RCPT(self, arg: str | None) -> None:
         """RFC 5321 §4.1.1.3; routing and its reply are the handler's."""

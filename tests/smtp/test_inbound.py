@@ -207,3 +207,12 @@ async def test_helo_then_plain_smtp_delivery(server: Any, org: dict[str, Any]) -
     [stored] = await inbox(server.store, org["bob"])
     assert b"with SMTP id" in stored
     await c.close()
+
+
+async def test_new_transaction_during_shutdown_gets_421_and_close(server: Any, org: dict[str, Any], mx: RawSmtp) -> None:
+    """Once shutdown began, MAIL gets 421 4.3.2 and the server closes the connection (RFC 5321 §3.8)."""
+    await mx.ehlo()
+    server.app.shutting_down = True  # what Daemon.stop() sets before it waits for in-flight work
+    code, text = await mx.cmd("MAIL FROM:<x@elsewhere.example>")
+    assert code == 421 and text.startswith("4.3.2")
+    assert await mx.reader.read() == b""  # closed by the server
