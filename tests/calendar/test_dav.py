@@ -140,3 +140,51 @@ async def test_well_known_redirects_to_tree(server: Any, org: dict[str, Account]
         head = (await reader.read()).decode()
         writer.close()
         assert head.startswith("HTTP/1.1 301") and "Location: /dav/" in head
+
+
+async def test_caldav_free_busy_query(server: Any, org: dict[str, Account]) -> None:
+    """The CalDAV free-busy-query REPORT (RFC 4791 §7.10) answers the busy time of an event."""
+    base = f"http://127.0.0.1:{server.port('http')}/dav/alice@example.test/calendar/"
+
+    def run() -> list[str]:
+        cal = client(server, "alice@example.test").calendar(url=base)
+        cal.save_event(event_ics("fb-1", 3))
+        fb = cal.freebusy_request(day(3, 0), day(4, 0))
+        component = next(iter(fb.icalendar_instance.walk("VFREEBUSY")))
+        value = component.get("FREEBUSY")
+        props = value if isinstance(value, list) else [value]
+        return [p.to_ical().decode() for p in props if p is not None]
+
+    periods = await blocking(run)
+    start = day(3, 9)
+    assert any(f"{start:%Y%m%dT%H%M%SZ}" in p for p in periods), periods
+
+
+async def test_carddav_contact_round_trip(server: Any, org: dict[str, Account]) -> None:
+    """A vCard PUT into the user's address book is listed and read back (CardDAV, RFC 6352)."""
+    base = f"http://127.0.0.1:{server.port('http')}/dav/alice@example.test/contacts/"
+    auth = "Basic " + base64.b64encode(f"alice@example.test:{PASSWORD}".encode()).decode()
+    card = "BEGIN:VCARD\r\nVERSION:3.0\r\nUID:card-1\r\nFN:Carol Example\r\nEMAIL:carol@example.test\r\nEND:VCARD\r\n"
+
+    def run() -> tuple[int, bytes, bytes]:
+        put = urllib.request.Request(base + "card-1.vcf", data=card.encode(), method="PUT")
+        put.add_header("Authorization", auth)
+        put.add_header("Content-Type", "text/vcard")
+        with urllib.request.urlopen(put, timeout=10) as resp:
+            status = resp.status
+        get = urllib.request.Request(base + "card-1.vcf")
+        get.add_header("Authorization", auth)
+        with urllib.request.urlopen(get, timeout=10) as resp:
+            body = resp.read()
+        find = urllib.request.Request(base, method="PROPFIND", data=b'<?xml version="1.0"?><propfind xmlns="DAV:"><prop><getetag/></prop></propfind>')
+        find.add_header("Authorization", auth)
+        find.add_header("Depth", "1")
+        find.add_header("Content-Type", "application/xml")
+        with urllib.request.urlopen(find, timeout=10) as resp:
+            listing = resp.read()
+        return status, body, listing
+
+    status, body, listing = await blocking(run)
+    assert status in (200, 201, 204)
+    assert b"FN:Carol Example" in body
+    assert b"card-1.vcf" in listing
