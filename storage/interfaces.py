@@ -13,6 +13,7 @@ and passes ``tests/storage/test_contract.py`` unchanged. Rules for all backends:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
@@ -396,11 +397,51 @@ class CalendarStore(Protocol):
         leaving out those of ``exclude_uid``."""
 
 
+#: Seconds :meth:`Locks.exclusive` waits by default before giving up with Unavailable:
+#: as long as the store's own busy timeout, so a holder that is merely slow (one
+#: booking decision, a few transactions) is waited for and a stuck one is reported.
+DEFAULT_LOCK_TIMEOUT_SECONDS = 10.0
+
+
+class Locks(Protocol):
+    """Named locks shared by every process that uses the same store.
+
+    Invariants (all backends, ``tests/storage/test_lock_contract.py``):
+
+    * while one holder is inside ``exclusive(name)``, no other holder of the same
+      ``name`` gets in: not another task, not another store object on the same
+      database, not another process (two daemons on one PostgreSQL, the CLI beside a
+      daemon on one SQLite file);
+    * different names never wait for each other;
+    * the lock is released when the block is left in any way: normally, by an
+      exception, or by cancellation of the holding task; a waiter that is cancelled
+      or times out never ends up holding it;
+    * a waiter gives up after ``timeout`` seconds with :class:`storage.errors.Unavailable`
+      (the block did not run); waiters of one process get the lock in arrival order;
+    * not re-entrant: taking a name already held by the same task waits for itself
+      until the timeout;
+    * a lock protects only code that agrees to take it; it is advisory, and it is not a
+      transaction: work done inside the block commits as each call commits.
+    """
+
+    def exclusive(
+        self, name: str, timeout: float = DEFAULT_LOCK_TIMEOUT_SECONDS
+    ) -> AbstractAsyncContextManager[None]:
+        """``async with locks.exclusive(name):`` runs the block while holding ``name``.
+
+        Raises Unavailable when the lock is not obtained within ``timeout`` seconds or
+        the store cannot be reached.
+        """
+        ...
+
+
 class Store(Protocol):
     directory: Directory
     mail: MailStore
     queue: OutboundQueue
     calendars: CalendarStore
+    #: Cross-process named locks (see :class:`Locks`).
+    locks: Locks
 
     async def close(self) -> None:
         """Finish in-flight writes and close the database."""

@@ -13,11 +13,12 @@ import asyncpg
 
 from storage.blobs import BlobStore
 from storage.errors import StorageError
-from storage.interfaces import CalendarStore, Directory, MailStore, OutboundQueue
+from storage.interfaces import CalendarStore, Directory, Locks, MailStore, OutboundQueue
 from storage.postgres.blobs import PgBlobStore
 from storage.postgres.calendar import PgCalendarStore
 from storage.postgres.db import Db, is_unavailable
 from storage.postgres.directory import PgDirectory
+from storage.postgres.locks import PgLocks
 from storage.postgres.mail import PgMailStore
 from storage.postgres.notify import Notifier
 from storage.postgres.queue import PgQueue
@@ -51,7 +52,7 @@ def redact(dsn: str) -> str:
 class PgStore:
     """The PostgreSQL backend of :class:`storage.interfaces.Store`.
 
-    Attributes: ``directory``, ``mail``, ``queue``, ``calendars``, ``blobs`` (the body
+    Attributes: ``directory``, ``mail``, ``queue``, ``calendars``, ``locks``, ``blobs`` (the body
     store), ``db`` (pool wrapper with commit counters), ``notifier`` and ``dsn``.
     """
 
@@ -64,6 +65,7 @@ class PgStore:
         self.mail: MailStore = PgMailStore(db, self.blobs, notifier)
         self.queue: OutboundQueue = PgQueue(db)
         self.calendars: CalendarStore = PgCalendarStore(db)
+        self.locks: Locks = PgLocks(db.pool)
         self._closed = False
 
     @classmethod

@@ -10,9 +10,10 @@ from pathlib import Path
 import aiosqlite
 
 from storage.errors import StorageError
-from storage.interfaces import CalendarStore, Directory, MailStore, OutboundQueue
+from storage.interfaces import CalendarStore, Directory, Locks, MailStore, OutboundQueue
 from storage.sqlite.calendar import SqliteCalendarStore
 from storage.sqlite.directory import SqliteDirectory
+from storage.sqlite.locks import SqliteLocks
 from storage.sqlite.mail import SqliteMailStore
 from storage.sqlite.queue import SqliteQueue
 from storage.sqlite.reader import Reader
@@ -52,7 +53,8 @@ class SqliteStore:
     """The SQLite backend of :class:`storage.interfaces.Store`.
 
     Attributes: ``directory`` (Directory), ``mail`` (MailStore), ``queue``
-    (OutboundQueue), ``writer`` (the write thread, with ``writer.stats``), ``path``.
+    (OutboundQueue), ``locks`` (Locks: lock files beside the database), ``writer`` (the
+    write thread, with ``writer.stats``), ``path``.
     """
 
     def __init__(self, path: Path, reader: Reader, writer: Writer) -> None:
@@ -64,6 +66,7 @@ class SqliteStore:
         self.mail: MailStore = SqliteMailStore(reader, writer)
         self.queue: OutboundQueue = SqliteQueue(reader, writer)
         self.calendars: CalendarStore = SqliteCalendarStore(reader, writer)
+        self.locks: Locks = SqliteLocks(path)
 
     @classmethod
     async def open(cls, path: Path, *, busy_timeout: float = BUSY_TIMEOUT_SECONDS) -> SqliteStore:
