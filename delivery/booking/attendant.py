@@ -69,6 +69,11 @@ log = logging.getLogger("mailserver.booking")
 ROOM_CALENDAR = "calendar"
 #: Most distinct bookings named as holders of a conflicting slot in one reply.
 MAX_HOLDERS = 5
+#: Seconds a request waits for the room's booking lock before failing (it then stays
+#: in the room's INBOX, see RoomBooking). One decision takes milliseconds to a few
+#: seconds (a long recurrence); a burst of requests to one room queues behind it, so
+#: this is generous, but bounded so that a stuck holder is reported, not waited on.
+ROOM_LOCK_TIMEOUT_SECONDS = 60.0
 _SAFE_HREF = re.compile(r"^[A-Za-z0-9@._-]{1,120}$")
 
 
@@ -207,15 +212,20 @@ class Attendant:
         self._store = store
         self._hostname = hostname
         self._clock = clock or (lambda: datetime.now(UTC))
-        self._locks: dict[int, asyncio.Lock] = {}
         self.pending = PendingRequests(store)
 
     async def handle(self, room: Account, body: bytes, sender: Account | None) -> Outcome:
         """Process ``body`` (already in the room's INBOX) for ``room``; ``sender`` is the
         authenticated submitter (None for mail from outside). Raises StorageError only."""
-        lock = self._locks.setdefault(room.id, asyncio.Lock())
-        async with lock:  # one request per room at a time: no double booking between them
+        async with self._room_lock(room):
             return await self._handle(room, body, sender)
+
+    def _room_lock(self, room: Account) -> AbstractAsyncContextManager[None]:
+        """The room's booking lock: one request, approval or decline per room at a time
+        in every process on this store (daemons sharing PostgreSQL, ``room approve`` in
+        the CLI beside the daemon), so two decisions never book the same slot. Raises
+        Unavailable (a StorageError) after ROOM_LOCK_TIMEOUT_SECONDS."""
+        return self._store.locks.exclusive(f"room-booking:{room.id}", timeout=ROOM_LOCK_TIMEOUT_SECONDS)
 
     async def _handle(self, room: Account, body: bytes, sender: Account | None) -> Outcome:
         current = await self._store.directory.get_account(room.address)
@@ -335,7 +345,7 @@ class Attendant:
         request is decided again with the calendar as it is now (a slot taken since is
         a conflict), booked ACCEPTED and answered; or declined with the reason.
         Returns Outcome("ignored") when no request ``uid`` is held. Raises StorageError."""
-        async with self._locks.setdefault(room.id, asyncio.Lock()):
+        async with self._room_lock(room):
             held = await self.pending.find(room.id, uid)
             if held is None:
                 return Outcome("ignored")
@@ -345,7 +355,7 @@ class Attendant:
         """A delegate (or the operator, ``by``) declines the held request ``uid``: the
         tentative booking is removed and the organizer gets DECLINED with ``reason``.
         Returns Outcome("ignored") when no request ``uid`` is held. Raises StorageError."""
-        async with self._locks.setdefault(room.id, asyncio.Lock()):
+        async with self._room_lock(room):
             held = await self.pending.find(room.id, uid)
             if held is None:
                 return Outcome("ignored")
