@@ -113,7 +113,7 @@ SCHEMA: tuple[Key, ...] = (
     Key("outbound.max_connections", "int", 20, "Most outbound SMTP connections at once.", 1),
     Key("outbound.max_per_domain", "int", 4, "Most outbound SMTP connections at once to one destination domain.", 1),
     Key("outbound.timeout_seconds", "float", 300.0, "Timeout of each outbound SMTP command (RFC 5321 §4.5.3.2 suggests minutes).", 1),
-    Key("outbound.poll_seconds", "float", 5.0, "How often the worker looks for due queue entries.", 0.01),
+    Key("outbound.poll_seconds", "float", 5.0, "How often the worker looks for due queue entries (retries, mail queued by another daemon or the CLI); mail this daemon queues leaves at once.", 0.01),
     Key("outbound.dkim.key_dir", "path", "data/dkim", "DKIM private keys, <key_dir>/<domain>/<selector>.pem (`mailserver dkim generate`). Mail is signed for its From: domain when a key exists."),
     Key("outbound.dkim.selector", "str", "mail", "DKIM selector used for signing and by `mailserver dkim generate`."),
     Key("outbound.list_bounce_local", "str", "{list}-bounces", "Local part of a distribution list's bounce address ({list}: the list's local part), the envelope sender for external members."),

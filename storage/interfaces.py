@@ -164,6 +164,14 @@ class MailStore(Protocol):
 
     def remove_listener(self, listener: Callable[[int], None]) -> None: ...
 
+    def add_queue_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` (on the event loop) after each committed :meth:`deliver`
+        of this store that queued remote recipients, so an outbound worker can start at
+        once instead of at its next poll. Other processes' deliveries are not reported:
+        workers still poll."""
+
+    def remove_queue_listener(self, listener: Callable[[], None]) -> None: ...
+
     # -- folders
     async def list_folders(self, account_id: int) -> list[Folder]:
         """Folders with message and unseen counts, ordered by name (INBOX first)."""

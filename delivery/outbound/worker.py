@@ -116,6 +116,7 @@ class OutboundWorker:
     async def start(self) -> None:
         """Start the background loop (idempotent)."""
         if self._task is None:
+            self._store.mail.add_queue_listener(self.wake)  # new mail goes out at once
             self._task = asyncio.create_task(self._loop(), name="outbound-worker")
 
     def wake(self) -> None:
@@ -128,6 +129,7 @@ class OutboundWorker:
         task, self._task = self._task, None
         if task is None:
             return
+        self._store.mail.remove_queue_listener(self.wake)
         self._stopping = True
         self._wake.set()
         try:

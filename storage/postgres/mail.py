@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from storage.blobs import BlobStore
+from storage.callbacks import Callbacks
 from storage.errors import AlreadyExists, Conflict, NotFound, StorageError
 from storage.interfaces import FlagMode
 from storage.postgres.db import Connection, Db, Record, uid_array
@@ -225,8 +226,15 @@ class PgMailStore:
         self._db = db
         self._blobs = blobs
         self._notifier = notifier
+        self._queue_changed: Callbacks[[]] = Callbacks("outbound queue")
 
     # -- listeners
+
+    def add_queue_listener(self, listener: Callable[[], None]) -> None:
+        self._queue_changed.add(listener)
+
+    def remove_queue_listener(self, listener: Callable[[], None]) -> None:
+        self._queue_changed.remove(listener)
 
     def add_listener(self, listener: Listener) -> None:
         self._notifier.add(listener)
@@ -664,4 +672,7 @@ class PgMailStore:
             result = DeliveryResult(blob_id, uids, queue_id)
             return result, (_Notified(folder_ids) if payload is not None else folder_ids)
 
-        return await self._write(tx)
+        result = await self._write(tx)
+        if result.queue_id is not None:
+            self._queue_changed()
+        return result

@@ -17,6 +17,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
+from storage.callbacks import Callbacks
 from storage.errors import AlreadyExists, Conflict, NotFound, StorageError
 from storage.interfaces import FlagMode
 from storage.sqlite.directory import next_uidvalidity
@@ -243,27 +244,27 @@ class SqliteMailStore:
     def __init__(self, reader: Reader, writer: Writer) -> None:
         self._r = reader
         self._w = writer
-        self._listeners: list[Listener] = []
+        self._listeners: Callbacks[[int]] = Callbacks("mail store")
+        self._queue_changed: Callbacks[[]] = Callbacks("outbound queue")
 
     # -- listeners
 
+    def add_queue_listener(self, listener: Callable[[], None]) -> None:
+        self._queue_changed.add(listener)
+
+    def remove_queue_listener(self, listener: Callable[[], None]) -> None:
+        self._queue_changed.remove(listener)
+
     def add_listener(self, listener: Listener) -> None:
-        self._listeners.append(listener)
+        self._listeners.add(listener)
 
     def remove_listener(self, listener: Listener) -> None:
-        try:
-            self._listeners.remove(listener)
-        except ValueError:
-            pass
+        self._listeners.remove(listener)
 
     def _notify(self, outcome: tuple[Any, Collection[int]]) -> None:
         """After-commit hook on the event loop: tell listeners which folders changed."""
         for folder_id in outcome[1]:
-            for listener in list(self._listeners):
-                try:
-                    listener(folder_id)
-                except Exception:
-                    log.exception("mail store listener failed")
+            self._listeners(folder_id)
 
     async def _write(self, fn: Callable[[sqlite3.Connection], tuple[T, Collection[int]]]) -> T:
         """Run a job returning (result, changed folder ids); notify after commit."""
@@ -657,4 +658,7 @@ class SqliteMailStore:
                 )
             return DeliveryResult(blob_id, uids, queue_id), changed
 
-        return await self._write(job)
+        result = await self._write(job)
+        if result.queue_id is not None:
+            self._queue_changed()
+        return result

@@ -156,3 +156,18 @@ async def test_list_mail_to_external_members_uses_the_bounce_address_and_bounces
         assert any(b"ext is gone" in b for b in bodies)
     finally:
         await daemon.stop()
+
+
+async def test_queued_mail_leaves_without_waiting_for_the_poll(make_config: Any, dns_zone: tuple[Zone, int], zone: Zone, remotes: Remotes) -> None:
+    """A delivery that queues remote recipients wakes the worker: with a 60 s poll the mail still leaves at once."""
+    standard_zone(zone)
+    config = outbound_config(make_config, dns_zone, remotes).replace(**{"outbound.poll_seconds": 60.0})
+    daemon = Daemon(config, hasher=PasswordHasher(fast=True))
+    app = await daemon.start()
+    try:
+        await app.accounts.add_user("alice@example.test", "Alice", PASSWORD)
+        await asyncio.sleep(0.2)  # the worker's first run is over: it now sleeps for the poll
+        await submit(app.bound["submission"][1], [f"bob@{REMOTE}"])
+        await wait_for(lambda: remotes.got(f"bob@{REMOTE}"))  # within WAIT_SECONDS (10 s), far below the poll
+    finally:
+        await daemon.stop()

@@ -158,3 +158,13 @@ async def test_deliver_records_the_list_a_remote_recipient_came_through(store: S
     assert {r.address: r.via_list for r in entry.recipients} == {
         "direct@remote.test": None, "member@remote.test": "team@example.test",
     }
+
+
+async def test_queue_listener_told_after_a_delivery_that_queued(store: Store, user: Account) -> None:
+    """add_queue_listener: called once per committed deliver() that queued remote recipients, not for local-only ones."""
+    calls: list[int] = []
+    store.mail.add_queue_listener(lambda: calls.append(1))
+    await store.mail.deliver(b"Subject: local\r\n\r\nx\r\n", [LocalRecipient(user.id)])
+    assert calls == []
+    await store.mail.deliver(b"Subject: q\r\n\r\nx\r\n", [], mail_from=user.address, remote_recipients=["a@remote.test"])
+    assert calls == [1]
