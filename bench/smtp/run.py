@@ -209,7 +209,8 @@ def start_profiler(pid: int, out: Path, seconds: float) -> subprocess.Popen[byte
 def summarise_profile(path: Path, top: int = 12) -> list[str]:
     """Per thread: share of busy samples, and the functions with most own time."""
     idle = ("select (selectors", "_worker (concurrent", "_connection_worker_thread (aiosqlite/core.py:59)",
-            "Writer._run (storage/sqlite/writer.py", "wait (threading", "_run (storage/sqlite/writer.py")
+            "Writer._run (storage/sqlite/writer.py", "wait (threading", "_run (storage/sqlite/writer.py",
+            "Checkpointer._run (storage/sqlite/checkpoint.py")
     threads: dict[str, Counter[str]] = {}
     busy: Counter[str] = Counter()
     total = 0

@@ -12,6 +12,7 @@ import aiosqlite
 from storage.errors import StorageError
 from storage.interfaces import CalendarStore, Directory, Locks, MailStore, OutboundQueue
 from storage.sqlite.calendar import SqliteCalendarStore
+from storage.sqlite.checkpoint import WRITER_AUTOCHECKPOINT_PAGES, Checkpointer
 from storage.sqlite.directory import SqliteDirectory
 from storage.sqlite.locks import SqliteLocks
 from storage.sqlite.mail import SqliteMailStore
@@ -42,6 +43,8 @@ def _open_writer(path: Path, busy_timeout: float) -> sqlite3.Connection:
         # survives kill -9 and power loss.
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
+        # Checkpoints run on the Checkpointer thread; this is only the safety net.
+        conn.execute(f"PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT_PAGES}")
         migrate(conn, path)
         return conn
     except BaseException:
@@ -57,9 +60,12 @@ class SqliteStore:
     write thread, with ``writer.stats``), ``path``.
     """
 
-    def __init__(self, path: Path, reader: Reader, writer: Writer) -> None:
+    def __init__(
+        self, path: Path, reader: Reader, writer: Writer, checkpointer: Checkpointer | None = None
+    ) -> None:
         self.path = path
         self.writer = writer
+        self._checkpointer = checkpointer
         self._reader = reader
         self._closed = False
         self.directory: Directory = SqliteDirectory(reader, writer)
@@ -96,7 +102,12 @@ class SqliteStore:
             conn = await asyncio.to_thread(_open_writer, path, busy_timeout)
         except sqlite3.Error as err:
             raise StorageError(f"cannot open database {path}: {err}") from None
-        writer = Writer(conn)
+        try:
+            checkpointer = await asyncio.to_thread(Checkpointer, path, busy_timeout)
+        except sqlite3.Error as err:
+            conn.close()
+            raise StorageError(f"cannot open database {path}: {err}") from None
+        writer = Writer(conn, on_commit=checkpointer.poke)
         try:
             rconn = await aiosqlite.connect(
                 path, timeout=busy_timeout, isolation_level=None
@@ -105,8 +116,9 @@ class SqliteStore:
             await rconn.execute("PRAGMA query_only = ON")
         except sqlite3.Error as err:
             await writer.close()
+            await asyncio.to_thread(checkpointer.close)
             raise StorageError(f"cannot open database {path}: {err}") from None
-        return cls(path, Reader(rconn), writer)
+        return cls(path, Reader(rconn), writer, checkpointer)
 
     async def close(self) -> None:
         """Finish in-flight writes, then close both connections. Idempotent."""
@@ -114,4 +126,6 @@ class SqliteStore:
             return
         self._closed = True
         await self.writer.close()
+        if self._checkpointer is not None:
+            await asyncio.to_thread(self._checkpointer.close)
         await self._reader.close()

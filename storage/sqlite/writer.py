@@ -57,8 +57,14 @@ class WriterStats:
 class Writer:
     """Owns one sqlite3 connection and a thread that runs write jobs in batches."""
 
-    def __init__(self, conn: sqlite3.Connection, name: str = "sqlite-writer") -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        name: str = "sqlite-writer",
+        on_commit: Callable[[], None] | None = None,
+    ) -> None:
         self._conn = conn
+        self._on_commit = on_commit
         self._queue: queue.SimpleQueue[list[_Job[Any]] | None] = queue.SimpleQueue()
         # Jobs submitted in the current iteration of each event loop, not yet handed over.
         self._pending: dict[asyncio.AbstractEventLoop, list[_Job[Any]]] = {}
@@ -163,6 +169,8 @@ class Writer:
         self.stats.commits += 1
         self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
         self._settle(batch)
+        if self._on_commit is not None:
+            self._on_commit()
 
     def _fail_all(self, batch: list[_Job[Any]], err: sqlite3.Error) -> None:
         log.warning("write transaction failed: %s", err)
