@@ -8,11 +8,15 @@ import pytest
 
 from delivery.booking import imip
 from delivery.booking.instances import expand, zone
-from tests.helpers import ROOT
+from tests.helpers import ROOT, unavailable
 
 SAMPLES = ROOT.parent / "shared" / "samples" / "imip"
 
-pytestmark = pytest.mark.skipif(not SAMPLES.is_dir(), reason="shared iMIP samples not present")
+
+@pytest.fixture(autouse=True)
+def _samples_present() -> None:
+    if not SAMPLES.is_dir():
+        unavailable("shared iMIP samples not present")
 
 EXPECTED = {
     "outlook-exchange2010-request-base64-calendar-fle-standard-time.eml": ("REQUEST", "marge@example.org"),

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from delivery.mime_index import MessageIndex, Part, Section, build_index, section_bytes
+from tests.helpers import unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT.parent / "shared" / "samples"
@@ -35,7 +36,7 @@ def _messages(path: Path) -> list[bytes]:
 
 def _skip_without_samples() -> None:
     if not SAMPLES.is_dir():
-        pytest.skip(f"samples folder {SAMPLES} not present")
+        unavailable(f"samples folder {SAMPLES} not present")
 
 
 def _wire_items(data: bytes) -> int:

@@ -13,14 +13,13 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
-
+from tests.helpers import unavailable
 from tests.imap.conftest import ALICE, PASSWORD, ImapEnv, message
 
 
 def _need(binary: str) -> None:
     if shutil.which(binary) is None:
-        pytest.skip(f"{binary} is not installed")
+        unavailable(f"{binary} is not installed")
 
 
 def _run(args: list[str], **kw: object) -> subprocess.CompletedProcess[str]:

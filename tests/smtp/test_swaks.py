@@ -8,10 +8,16 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import unavailable
 from tests.smtp.client import PASSWORD, inbox, organisation
 
 SWAKS = shutil.which("swaks")
-pytestmark = pytest.mark.skipif(SWAKS is None, reason="swaks is not installed (apt-get install swaks; .ci/run installs it)")
+
+
+@pytest.fixture(autouse=True)
+def _swaks_installed() -> None:
+    if SWAKS is None:
+        unavailable("swaks is not installed (apt-get install swaks)")
 
 
 async def swaks(*args: str) -> tuple[int, str]:

@@ -25,6 +25,7 @@ import pytest
 
 from storage.interfaces import Store
 from storage.types import Account, AccountKind
+from tests.helpers import unavailable
 
 BACKENDS = ["sqlite", "postgres"]
 DOMAIN = "example.test"
@@ -45,7 +46,7 @@ def pg_base_dsn() -> str:
         with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 5432), timeout=1):
             pass
     except OSError:
-        pytest.skip(f"no PostgreSQL: set {PG_ENV} or run .ci/postgres.sh")
+        unavailable(f"no PostgreSQL: set {PG_ENV} or run .ci/postgres.sh")
     return PG_DEFAULT_DSN
 
 
