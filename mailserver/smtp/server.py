@@ -133,6 +133,15 @@ class SmtpProtocol(SMTP):
         self.command_size_limits["RCPT"] = MAIL_LINE_LIMIT
         self.command_size_limits["AUTH"] = AUTH_LINE_LIMIT
 
+    async def handle_exception(self, error: Exception) -> str:
+        """An unexpected error inside a command: the cause is logged, the client gets a
+        short temporary failure and may retry (nothing was committed, since 250 was not
+        sent), never aiosmtpd's "500 Error: (Type) detail" that names internals and
+        makes senders bounce the mail. The session stays usable."""
+        peer = self.session.peer if self.session is not None else None
+        log.error("SMTP %r: unexpected error in a command", peer, exc_info=error)
+        return R.R451_4_3_0_LOCAL_ERROR.line()
+
     # -- connection bookkeeping
     def _create_session(self) -> Session:
         return SmtpSession(self.loop)

@@ -216,3 +216,23 @@ async def test_new_transaction_during_shutdown_gets_421_and_close(server: Any, o
     code, text = await mx.cmd("MAIL FROM:<x@elsewhere.example>")
     assert code == 421 and text.startswith("4.3.2")
     assert await mx.reader.read() == b""  # closed by the server
+
+
+async def test_unexpected_internal_error_is_a_short_451(server: Any, org: dict[str, Any], mx: RawSmtp) -> None:
+    """A non-storage failure inside a command (fault injected into the directory) answers
+    451 4.3.0 without internals, and the session stays usable."""
+    await mx.ehlo()
+    directory = server.app.store.directory
+    real_version = directory.version
+
+    async def broken() -> int:
+        raise RuntimeError("secret internal detail")
+
+    directory.version = broken  # the SMTP snapshot checks it at MAIL FROM
+    try:
+        code, text = await mx.cmd("MAIL FROM:<x@elsewhere.example>")
+    finally:
+        directory.version = real_version
+    assert code == 451 and text.startswith("4.3.0") and "secret" not in text and "RuntimeError" not in text
+    assert (await mx.cmd("RSET"))[0] == 250
+    assert (await mx.cmd("MAIL FROM:<x@elsewhere.example>"))[0] == 250
