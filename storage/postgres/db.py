@@ -47,6 +47,9 @@ def is_unavailable(err: BaseException) -> bool:
             asyncpg.exceptions.OperatorInterventionError,  # 57: shutdown, cannot connect now
             asyncpg.exceptions.InsufficientResourcesError,  # 53: too many connections, disk full
             asyncpg.exceptions.ConnectionDoesNotExistError,
+            # a pooled connection whose protocol state broke when the server cut it
+            # mid-operation ("cannot switch to state ...; another operation is in progress")
+            asyncpg.exceptions.InternalClientError,
         ),
     ) or (isinstance(err, asyncpg.InterfaceError) and "connection" in str(err).lower()
           and "closed" in str(err).lower())
@@ -85,7 +88,11 @@ class Db:
         for attempt in (1, 2):
             try:
                 async with self.pool.acquire() as conn:
-                    rows: list[Record] = await conn.fetch(sql, *args)
+                    try:
+                        rows: list[Record] = await conn.fetch(sql, *args)
+                    except asyncpg.exceptions.InternalClientError:
+                        conn.terminate()  # its protocol state is broken: never reuse it
+                        raise
                     return rows
             except Exception as err:
                 if attempt == 1 and _connection_lost(err):
@@ -114,9 +121,13 @@ class Db:
             began = False
             try:
                 async with self.pool.acquire() as conn:
-                    async with conn.transaction():
-                        began = True
-                        result = await fn(conn)
+                    try:
+                        async with conn.transaction():
+                            began = True
+                            result = await fn(conn)
+                    except asyncpg.exceptions.InternalClientError:
+                        conn.terminate()  # its protocol state is broken: never reuse it
+                        raise
                 self.commits += 1
                 return result
             except asyncpg.TransactionRollbackError as err:
@@ -145,7 +156,7 @@ def _connection_lost(err: BaseException) -> bool:
     return isinstance(
         err,
         (asyncpg.exceptions.ConnectionDoesNotExistError, asyncpg.exceptions.AdminShutdownError,
-         ConnectionResetError, BrokenPipeError),
+         asyncpg.exceptions.InternalClientError, ConnectionResetError, BrokenPipeError),
     )
 
 

@@ -96,3 +96,15 @@ async def test_lost_database_gives_451_and_no_unavailable_then_recovers(pair: Pa
         except TimeoutError:
             pass
     imap.close()
+
+
+def test_broken_pooled_connection_counts_as_unavailable() -> None:
+    """asyncpg's InternalClientError (a pooled connection left mid-operation when the server
+    cut it) is a temporary Unavailable, and a read retries it on a fresh connection: found
+    as an SMTP 500 / IMAP SERVERBUG during the lost-database test before."""
+    from storage.errors import Unavailable
+    from storage.postgres.db import _connection_lost, translate
+
+    err = asyncpg.exceptions.InternalClientError("cannot switch to state 11; another operation (2) is in progress")
+    assert isinstance(translate(err), Unavailable)
+    assert _connection_lost(err)
