@@ -1,0 +1,1 @@
+"""Issue 10: abuse, fault and permission tests. Fixtures come from tests/conftest.py."""
