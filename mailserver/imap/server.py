@@ -14,6 +14,7 @@ from collections import defaultdict
 from mailserver import metrics
 from mailserver.app import App
 from mailserver.config import Listener
+from mailserver.connlimit import AddressLimiter
 from mailserver.imap.session import Session
 
 log = logging.getLogger("mailserver.imap")
@@ -24,7 +25,7 @@ class Registry:
 
     def __init__(self, app: App) -> None:
         self.app = app
-        self.per_ip: dict[str, int] = defaultdict(int)
+        self.addresses = AddressLimiter(int(app.config["imap.max_connections_per_address"]))
         self.per_user: dict[int, int] = defaultdict(int)
         self._counted_user: dict[Session, int] = {}
         self._watchers: dict[int, set[Session]] = defaultdict(set)
@@ -47,15 +48,10 @@ class Registry:
 
     def admit(self, ip: str) -> bool:
         """Count a new connection from ``ip``; False (not counted) over the limit."""
-        if self.per_ip[ip] >= int(self.app.config["imap.max_connections_per_address"]):
-            return False
-        self.per_ip[ip] += 1
-        return True
+        return self.addresses.admit(ip)
 
     def release_ip(self, ip: str) -> None:
-        self.per_ip[ip] -= 1
-        if self.per_ip[ip] <= 0:
-            del self.per_ip[ip]
+        self.addresses.release(ip)
 
     def add_user(self, session: Session, user_id: int) -> bool:
         """Count a logged-in session of ``user_id``; False over the limit."""
