@@ -175,7 +175,7 @@ class Delivery:
             )
         except StorageError as err:
             log.error("delivery %s failed: %s", queue_id, err)
-            raise ReplyError(R.R451_4_3_0_LOCAL_ERROR, str(err)) from err
+            raise ReplyError(R.for_storage_error(err), str(err)) from err
         log.info(
             "delivered %s from=<%s> local=%d remote=%d size=%d",
             queue_id, txn.mail_from, len(recipients), len(txn.remote), len(body),

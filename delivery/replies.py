@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from storage.errors import StorageError, StorageFull
+
 
 @dataclass(frozen=True, slots=True)
 class Reply:
@@ -68,8 +70,14 @@ R354_START_INPUT = Reply(354, None, "End data with <CR><LF>.<CR><LF>")
 
 # --- 4xx: temporary (RFC 5321 §4.2.2)
 R421_4_3_2_SHUTTING_DOWN = Reply(421, "4.3.2", "Service shutting down, try again later")
+# RFC 5321 §3.8: the server closes only after a 421. RFC 3463 X.4.2 "bad connection".
+R421_4_4_2_TIMEOUT = Reply(421, "4.4.2", "Timeout exceeded, closing connection")
+R421_4_7_0_TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections from your address")
+R421_4_7_0_LINE_TOO_LONG = Reply(421, "4.7.0", "Line too long, closing connection")
 R451_4_3_0_LOCAL_ERROR = Reply(451, "4.3.0", "Local error in processing, try again later")
 R452_4_5_3_TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")  # RFC 5321 §4.5.3.1.10
+# RFC 5321 §4.2.3 452 "insufficient system storage"; RFC 3463 X.3.1 "mail system full".
+R452_4_3_1_STORAGE_FULL = Reply(452, "4.3.1", "Insufficient system storage, try again later")
 # Throttled authentication: temporary (RFC 4954 §6 allows 454 4.7.0 "Temporary
 # authentication failure"); the client may try again after the lockout.
 R454_4_7_0_AUTH_THROTTLED = Reply(454, "4.7.0", "Temporary authentication failure, try again later")
@@ -117,3 +125,12 @@ R554_5_6_0_BAD_SENDER = Reply(554, "5.6.0", "Message has an unparsable Sender: h
 R552_5_3_4_MESSAGE_TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
 R552_5_3_4_HEADER_TOO_BIG = Reply(552, "5.3.4", "Message header section exceeds the size limit")
 R554_5_4_6_ROUTING_LOOP = Reply(554, "5.4.6", "Routing loop detected")
+
+
+def for_storage_error(err: StorageError) -> Reply:
+    """The temporary reply for a store that failed: 452 4.3.1 when it is full (the
+    sender keeps the message and retries, RFC 5321 §4.2.3), 451 4.3.0 for anything
+    else (unreachable, busy, an I/O error). Never a 5xx: the message is not at fault."""
+    if isinstance(err, StorageFull):
+        return R452_4_3_1_STORAGE_FULL
+    return R451_4_3_0_LOCAL_ERROR

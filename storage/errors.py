@@ -23,3 +23,10 @@ class SeatsExhausted(StorageError):
 
 class Unavailable(StorageError):
     """The store cannot be reached right now; the caller should answer with a temporary failure."""
+
+
+class StorageFull(Unavailable):
+    """The store has no space left (disk full: SQLite's SQLITE_FULL, PostgreSQL's
+    SQLSTATE 53100 disk_full). Temporary, like every Unavailable: nothing of the failed
+    write was kept, and the same call succeeds once space is freed. Front ends answer
+    with their "insufficient storage" reply (SMTP 452 4.3.1, IMAP NO [OVERQUOTA])."""

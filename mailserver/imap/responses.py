@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from storage.errors import StorageError, StorageFull
+
 # Response codes, named so the code shows (RFC 5530 unless noted).
 AUTHENTICATIONFAILED = "AUTHENTICATIONFAILED"
 PRIVACYREQUIRED = "PRIVACYREQUIRED"
@@ -20,6 +22,7 @@ NOPERM = "NOPERM"
 LIMIT = "LIMIT"
 TOOBIG = "TOOBIG"  # RFC 7889 / RFC 4469
 UNAVAILABLE = "UNAVAILABLE"
+OVERQUOTA = "OVERQUOTA"  # RFC 5530 §3; also used for a full disk, as Dovecot does
 SERVERBUG = "SERVERBUG"
 CLIENTBUG = "CLIENTBUG"
 READ_ONLY = "READ-ONLY"  # RFC 3501 §7.1
@@ -63,3 +66,15 @@ def auth_failed() -> ImapError:
 def nonexistent() -> ImapError:
     """The mailbox does not exist (or is not visible to this session)."""
     return ImapError("NO", "No such mailbox", NONEXISTENT)
+
+
+def storage_failure(err: StorageError) -> ImapError:
+    """The NO for a command the store could not carry out. A full store is
+    ``NO [OVERQUOTA]``: RFC 5530 has no code for a full disk, and OVERQUOTA ("the
+    operation would exceed space limits") is the one that tells the client the write
+    was refused for lack of space and may succeed later, as Dovecot answers ENOSPC.
+    Anything else is ``NO [UNAVAILABLE]`` ("a subsystem is down"). Both are temporary:
+    nothing of the failed command was kept."""
+    if isinstance(err, StorageFull):
+        return no("Not enough storage space, try again later", OVERQUOTA)
+    return no("Temporary failure, try again later", UNAVAILABLE)

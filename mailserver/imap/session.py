@@ -27,10 +27,10 @@ from mailserver.imap.responses import (
     CLOSED,
     NOPERM,
     SERVERBUG,
-    UNAVAILABLE,
     ImapError,
     bad,
     no,
+    storage_failure,
 )
 from mailserver.imap.states import State
 from mailserver.imap.view import MailboxGone, SelectedView
@@ -241,7 +241,7 @@ class Session:
             return err.response(cmd.tag)
         except StorageError as err:
             log.warning("imap APPEND: storage error: %s", err)
-            return no("Temporary failure, try again later", UNAVAILABLE).response(cmd.tag)
+            return storage_failure(err).response(cmd.tag)
 
     async def execute(self, cmd: p.Command) -> None:
         """Run one command and write its untagged updates and tagged response."""
@@ -270,7 +270,7 @@ class Session:
             await self.bye("Selected mailbox was deleted")
         except StorageError as err:
             log.warning("imap %s: storage error: %s", type(cmd).__name__, err)
-            self.send(no("Temporary failure, try again later", UNAVAILABLE).response(cmd.tag))
+            self.send(storage_failure(err).response(cmd.tag))
         except (ConnectionError, ssl.SSLError):
             raise
         except Exception:

@@ -99,7 +99,7 @@ class SmtpHandler:
             return self._refused(err.reply), None
         except StorageError as err:
             log.error("MAIL: store unavailable: %s", err)
-            return R.R451_4_3_0_LOCAL_ERROR, None
+            return R.for_storage_error(err), None
         return R.R250_2_1_0_SENDER_OK, txn
 
     async def rcpt(self, txn: MailTransaction, address: str) -> Reply:
@@ -108,7 +108,7 @@ class SmtpHandler:
             return self._refused(await self.delivery.add_recipient(txn, address))
         except StorageError as err:
             log.error("RCPT: store unavailable: %s", err)
-            return R.R451_4_3_0_LOCAL_ERROR
+            return R.for_storage_error(err)
 
     async def data(self, txn: MailTransaction, content: bytes, trace: Trace) -> Reply:
         """End of DATA: 250 only once the message is durably committed."""
@@ -122,7 +122,7 @@ class SmtpHandler:
             return self._refused(err.reply)
         except StorageError as err:
             log.error("DATA: store unavailable: %s", err)
-            return R.R451_4_3_0_LOCAL_ERROR
+            return R.for_storage_error(err)
         metrics.message_accepted(self.policy.name, timer.seconds)
         booking_for(self.app).submit(rooms_of(txn), content, txn.sender.user)  # issue 5, after the commit
         return committed.reply

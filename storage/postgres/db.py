@@ -17,7 +17,7 @@ from typing import Any, TypeAlias, TypeVar
 
 import asyncpg
 
-from storage.errors import AlreadyExists, Conflict, StorageError, Unavailable
+from storage.errors import AlreadyExists, Conflict, StorageError, StorageFull, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,8 @@ def translate(err: BaseException) -> BaseException:
     """Map a driver exception to a storage.errors class; other exceptions pass through."""
     if isinstance(err, StorageError):
         return err
+    if isinstance(err, asyncpg.exceptions.DiskFullError):  # SQLSTATE 53100 disk_full
+        return StorageFull(f"the database server is out of disk space: {err}")
     if is_unavailable(err):
         return Unavailable(f"database unavailable: {err or type(err).__name__}")
     if isinstance(err, asyncpg.UniqueViolationError):

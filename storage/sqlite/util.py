@@ -6,7 +6,7 @@ import sqlite3
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from storage.errors import AlreadyExists, Conflict, StorageError, Unavailable
+from storage.errors import AlreadyExists, Conflict, StorageError, StorageFull, Unavailable
 
 INBOX = "INBOX"
 
@@ -84,6 +84,8 @@ def translate(err: BaseException) -> BaseException:
     if isinstance(err, StorageError) or not isinstance(err, sqlite3.Error):
         return err
     msg = str(err)
+    if _is_disk_full(err):
+        return StorageFull(f"no space left for the database: {msg}")
     if isinstance(err, sqlite3.IntegrityError):
         if "UNIQUE" in msg or "PRIMARY KEY" in msg:
             return AlreadyExists(f"already exists ({msg})")
@@ -91,3 +93,17 @@ def translate(err: BaseException) -> BaseException:
     if isinstance(err, sqlite3.OperationalError) and ("locked" in msg or "busy" in msg):
         return Unavailable(f"database busy: {msg}")
     return StorageError(f"database error: {msg}")
+
+
+#: SQLite result codes meaning "no space": SQLITE_FULL (13; a write got ENOSPC, see
+#: unixWrite in os_unix.c), and SQLITE_IOERR_SHMSIZE (10 | 19 << 8), which is what growing
+#: the WAL index (-shm file) reports when its pages cannot be allocated.
+_SQLITE_FULL = 13
+_SQLITE_IOERR_SHMSIZE = 10 | (19 << 8)
+
+
+def _is_disk_full(err: sqlite3.Error) -> bool:
+    code = getattr(err, "sqlite_errorcode", None)  # the extended code (Python 3.11+)
+    if code is None:
+        return "database or disk is full" in str(err)
+    return (code & 0xFF) == _SQLITE_FULL or code == _SQLITE_IOERR_SHMSIZE

@@ -156,9 +156,13 @@ class Writer:
                     conn.execute("ROLLBACK TO job")
                     conn.execute("RELEASE job")
                 except sqlite3.Error as rollback_err:
-                    # The transaction itself is gone (I/O error, disk full...): nothing
-                    # of this batch is committed, so every job fails.
-                    self._fail_all(batch, rollback_err)
+                    # The transaction itself is gone: on SQLITE_FULL, SQLITE_IOERR and the
+                    # like SQLite may roll back the whole transaction (sqlite.org/lang_transaction.html,
+                    # "Response To Errors Within A Transaction"), savepoints included.
+                    # Nothing of this batch is committed, so every job fails, with the
+                    # error that ended the transaction (StorageFull for a full disk), not
+                    # with "no such savepoint".
+                    self._fail_all(batch, err if isinstance(err, sqlite3.Error) else rollback_err)
                     return
         try:
             conn.execute("COMMIT")
@@ -180,7 +184,8 @@ class Writer:
         except sqlite3.Error:
             log.exception("rollback failed")
         for job in batch:
-            job.error = translate(err)
+            if job.error is None:  # a job's own refusal (AlreadyExists...) stays its answer
+                job.error = translate(err)
             job.result = None
         self._settle(batch)
 
