@@ -12,7 +12,7 @@ import asyncio
 import contextvars
 import enum
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from auth.settings import RoomSettings
@@ -32,6 +32,15 @@ class Access(enum.Enum):
     OWNER = "owner"  # own mailbox, or Full Access on a shared mailbox: read-write
     WRITE = "write"  # room delegate or Full Access on a room: read-write on its collections
     READ = "read"  # any internal user on a room calendar: read only
+    # Any internal user on another user's or a shared mailbox's calendars: free/busy
+    # only (the CalDAV free-busy-query REPORT), as the /freebusy/<address>.vfb URL gives
+    # it: Exchange's default AvailabilityOnly for everyone (mission-semantics §6).
+    FREEBUSY = "freebusy"
+
+
+#: Kinds of mailbox whose free/busy every internal user may read (rooms are readable
+#: in full; lists have no calendar).
+FREEBUSY_KINDS = frozenset({AccountKind.USER, AccountKind.SHARED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +56,24 @@ class DavContext:
     mailboxes: dict[str, Mailbox]  # address -> what the user may do with it
     store: Store
     loop: asyncio.AbstractEventLoop
+    _freebusy: dict[str, Mailbox | None] = field(default_factory=dict)
+
+    def mailbox(self, address: str) -> Mailbox | None:
+        """How the user may use ``address``'s collections: as :func:`build` found, or
+        free/busy only (:attr:`Access.FREEBUSY`) for any other enabled user or shared
+        mailbox; None for anything else. Called from the worker thread."""
+        key = address.lower()
+        box = self.mailboxes.get(key)
+        if box is not None:
+            return box
+        if key not in self._freebusy:
+            account = self.call(self.store.directory.get_account(key))
+            self._freebusy[key] = (
+                Mailbox(account, Access.FREEBUSY, "UTC")
+                if account is not None and account.enabled and account.kind in FREEBUSY_KINDS
+                else None
+            )
+        return self._freebusy[key]
 
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a store coroutine on the event loop from a worker thread; wait for it."""
@@ -59,7 +86,8 @@ CURRENT: contextvars.ContextVar[DavContext | None] = contextvars.ContextVar("dav
 async def build(store: Store, user: Account) -> DavContext:
     """The mailboxes ``user`` may reach over DAV: their own (owner), shared mailboxes
     with Full Access (owner), rooms (write for Full Access holders and resource
-    delegates, read for everyone else). Other users' mailboxes are not visible."""
+    delegates, read for everyone else). Other users' and shared mailboxes are reached
+    for free/busy only, through :meth:`DavContext.mailbox`."""
     boxes: dict[str, Mailbox] = {user.address: Mailbox(user, Access.OWNER, "UTC")}
     for grant in await store.directory.grants_of(user.address):
         if Right.FULL_ACCESS not in grant.rights:

@@ -24,7 +24,7 @@ from radicale import item as radicale_item
 from radicale import pathutils, storage
 
 from delivery.booking.instances import busy_intervals, zone
-from mailserver.dav.context import DavContext, Mailbox, current
+from mailserver.dav.context import Access, DavContext, Mailbox, current
 from storage.errors import AlreadyExists, Conflict, NotFound
 from storage.types import BusyInterval, CalendarCollection, CalendarItem, CollectionKind
 
@@ -183,10 +183,12 @@ class Storage(storage.BaseStorage):
                 for address in sorted(ctx.mailboxes):
                     yield Principal(address)
             return
-        box = ctx.mailboxes.get(parts[0].lower())
+        box = ctx.mailbox(parts[0])
         if box is None or parts[0] != box.account.address:
             return
         records = self._collections(box)
+        if box.access is Access.FREEBUSY:  # only the calendars count for free/busy
+            records = [r for r in records if r.kind is CollectionKind.CALENDAR]
         if len(parts) == 1:
             yield Principal(box.account.address)
             if depth != "0":
