@@ -101,7 +101,12 @@ R504_5_5_4_AUTH_MECHANISM = Reply(504, "5.5.4", "Unrecognized authentication typ
 R530_5_7_0_AUTH_REQUIRED = Reply(530, "5.7.0", "Authentication required")  # RFC 4954 §6
 R535_5_7_8_AUTH_INVALID = Reply(535, "5.7.8", "Authentication credentials invalid")  # RFC 4954 §6
 R538_5_7_11_ENCRYPTION_REQUIRED = Reply(538, "5.7.11", "Encryption required for requested authentication mechanism")
+# RFC 5321 §4.1.2 path syntax; RFC 3463 §3.2: X.1.3 for a recipient, X.1.7 for the sender.
 R553_5_1_3_BAD_ADDRESS = Reply(553, "5.1.3", "Malformed address")
+R553_5_1_7_BAD_SENDER_ADDRESS = Reply(553, "5.1.7", "Malformed sender address")
+# RFC 5321 §4.5.3.1.10 ("501 Path too long"); {detail} names the limit passed.
+R501_5_1_3_ADDRESS_TOO_LONG = Reply(501, "5.1.3", "Address too long: {detail}")
+R501_5_1_7_SENDER_TOO_LONG = Reply(501, "5.1.7", "Sender address too long: {detail}")
 R555_5_5_4_UNKNOWN_PARAMETER = Reply(555, "5.5.4", "Parameter not recognized or not implemented: {param}")
 R553_5_6_7_SMTPUTF8_REQUIRED = Reply(553, "5.6.7", "Non-ASCII address requires SMTPUTF8")  # RFC 6531 §3.5
 
@@ -109,13 +114,16 @@ R553_5_6_7_SMTPUTF8_REQUIRED = Reply(553, "5.6.7", "Non-ASCII address requires S
 R550_5_1_1_USER_UNKNOWN = Reply(550, "5.1.1", "<{address}>: Recipient address rejected: User unknown")
 R550_5_2_1_MAILBOX_UNAVAILABLE = Reply(550, "5.2.1", "Mailbox unavailable")
 R554_5_7_1_RELAY_DENIED = Reply(554, "5.7.1", "Relay access denied")
+# RFC 5321 §4.1.3 address literals (user@[192.0.2.1]) are never routed, even for an
+# authenticated sender: outbound delivery goes by MX only, and a literal could aim the
+# queue at loopback or internal hosts (Exchange refuses them by default as well).
+R550_5_7_1_ADDRESS_LITERAL_DENIED = Reply(550, "5.7.1", "Address literals are not accepted")
 R550_5_7_133_LIST_SENDER_NOT_AUTHENTICATED = Reply(550, "5.7.133", "Sender not authenticated for group")
 R550_5_7_124_LIST_SENDER_NOT_ALLOWED = Reply(550, "5.7.124", "Sender not in allowed-senders list")
 R550_5_7_1_LIST_DELIVERY_NOT_AUTHORIZED = Reply(550, "5.7.1", "Delivery not authorized")
 
 # --- 5xx: sender (mission-semantics §1.3, §1.5)
 R550_5_7_60_SEND_AS_DENIED = Reply(550, "5.7.60", "SMTP; Client does not have permissions to send as this sender")
-R550_5_7_1_NULL_SENDER_DENIED = Reply(550, "5.7.1", "Null sender not allowed for submission")
 R554_5_6_0_NO_FROM = Reply(554, "5.6.0", "Message has no From: header")  # RFC 5322 §3.6
 R554_5_6_0_SEVERAL_FROM = Reply(554, "5.6.0", "Message has more than one From: address")
 R554_5_6_0_BAD_FROM = Reply(554, "5.6.0", "Message has an unparsable From: header")

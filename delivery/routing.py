@@ -5,6 +5,8 @@
 * a distribution list: :class:`ListExpansion` with every final recipient, after the
   list's sender policy allowed the sender;
 * another domain: :class:`Relay` for authenticated senders, otherwise rejected;
+* an address literal (``user@[192.0.2.1]``): never routed, rejected;
+* a malformed or over-long address (RFC 5321 §4.1.2, §4.5.3.1): rejected, local or not;
 * anything else: :class:`Rejection` carrying its reply.
 
 Routing reads an in-memory directory snapshot (:mod:`auth.snapshot`), never writes
@@ -18,7 +20,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from auth.addresses import InvalidAddress, normalize_address, normalize_domain
+from auth.addresses import InvalidAddress, normalize_address, normalize_domain, parse_mailbox
 from auth.settings import ListPolicy
 from auth.snapshot import CachedDirectory, DirectorySnapshot
 from delivery import replies as R
@@ -126,13 +128,20 @@ class Router:
     async def resolve(self, address: str, sender: SenderContext) -> Resolution:
         """Resolve one RCPT TO address for ``sender``. Never raises for bad input."""
         snap = await self.directory.snapshot()
-        _, at, domain = address.rpartition("@")
-        if not at or not domain:
+        try:
+            # RFC 5321 §4.1.2: split as a Mailbox, so that "%", "!" and a quoted "@" stay
+            # inside the local part and never become a route (RFC 5321 §2.3.11).
+            mailbox = parse_mailbox(address)
+        except InvalidAddress as err:
+            if err.problem.too_long:  # RFC 5321 §4.5.3.1
+                return Rejection(R.R501_5_1_3_ADDRESS_TOO_LONG.format(detail=err.problem.value))
             return Rejection(R.R553_5_1_3_BAD_ADDRESS)
-        if not _is_local(snap, domain):
-            if sender.authenticated:
-                return Relay(address)
-            return Rejection(R.R554_5_7_1_RELAY_DENIED)  # RFC 5321 §3.6.1: no open relay
+        if mailbox.is_literal or not _is_local(snap, mailbox.domain):
+            if not sender.authenticated:
+                return Rejection(R.R554_5_7_1_RELAY_DENIED)  # RFC 5321 §3.6.1: no open relay
+            if mailbox.is_literal:
+                return Rejection(R.R550_5_7_1_ADDRESS_LITERAL_DENIED)  # RFC 5321 §4.1.3
+            return Relay(address)
         try:
             normal = normalize_address(address)
         except InvalidAddress:

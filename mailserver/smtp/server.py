@@ -26,6 +26,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from auth.addresses import InvalidAddress, parse_mailbox
 from auth.login import Principal
 from delivery import replies as R
 from delivery.local import MailTransaction
@@ -360,8 +361,14 @@ class SmtpProtocol(SMTP):
             return None
 
     def _path(self, arg: str | None, keyword: str) -> tuple[str, list[str]] | Reply:
-        """Parse ``FROM:<path> params`` / ``TO:<path> params`` (RFC 5321 §4.1.2)."""
-        syntax = R.R501_5_5_4_SYNTAX_PARAMS.format(syntax=f"{'MAIL FROM' if keyword == 'FROM:' else 'RCPT TO'}:<address>")
+        """Parse ``FROM:<path> params`` / ``TO:<path> params`` (RFC 5321 §4.1.2).
+
+        The mailbox must follow RFC 5321's grammar and limits (:func:`parse_mailbox`);
+        refusals carry X.1.7 for the sender and X.1.3 for a recipient (RFC 3463 §3.2).
+        """
+        sender = keyword == "FROM:"
+        syntax = R.R501_5_5_4_SYNTAX_PARAMS.format(syntax=f"{'MAIL FROM' if sender else 'RCPT TO'}:<address>")
+        bad = R.R553_5_1_7_BAD_SENDER_ADDRESS if sender else R.R553_5_1_3_BAD_ADDRESS
         if arg is None:
             return syntax
         rest = self._strip_command_keyword(keyword, arg)
@@ -378,10 +385,16 @@ class SmtpProtocol(SMTP):
         else:
             parsed_address, parsed_params = self._getaddr(rest)
             if parsed_address is None:
-                return R.R553_5_1_3_BAD_ADDRESS
+                return bad
             address, params = parsed_address, parsed_params or ""
-        if not address or "@" not in address:
-            return R.R553_5_1_3_BAD_ADDRESS
+        try:
+            parse_mailbox(address)
+        except InvalidAddress as err:
+            if not err.problem.too_long:
+                return bad
+            # RFC 5321 §4.5.3.1.10: "501 Path too long".
+            too_long = R.R501_5_1_7_SENDER_TOO_LONG if sender else R.R501_5_1_3_ADDRESS_TOO_LONG
+            return too_long.format(detail=err.problem.value)
         return address, params.split()
 
     async def smtp_MAIL(self, arg: str | None) -> None:

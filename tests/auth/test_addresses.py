@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from auth.addresses import InvalidAddress, normalize_address, normalize_domain
+from auth.addresses import (
+    AddressProblem,
+    InvalidAddress,
+    normalize_address,
+    normalize_domain,
+    parse_mailbox,
+)
 
 
 @pytest.mark.parametrize(
@@ -61,3 +67,78 @@ def test_normalize_domain() -> None:
         normalize_domain(" ")
     with pytest.raises(InvalidAddress, match="longer than 253"):
         normalize_domain(".".join(["a" * 60] * 5))
+
+
+@pytest.mark.parametrize(
+    ("text", "local", "domain"),
+    [
+        ("user%elsewhere.example@example.test", "user%elsewhere.example", "example.test"),
+        ("elsewhere.example!user@example.test", "elsewhere.example!user", "example.test"),
+        ('"user@elsewhere.example"@example.test', '"user@elsewhere.example"', "example.test"),
+        ('"a\\"b c"@example.test', '"a\\"b c"', "example.test"),
+        ("Alice@EXAMPLE.Test", "Alice", "EXAMPLE.Test"),
+        ("user@[192.0.2.1]", "user", "[192.0.2.1]"),
+        ("user@[IPv6:2001:db8::1]", "user", "[IPv6:2001:db8::1]"),
+        ("jürgen@bücher.example", "jürgen", "bücher.example"),
+        ("l" * 64 + "@example.test", "l" * 64, "example.test"),
+    ],
+)
+def test_parse_mailbox_splits_as_rfc_5321(text: str, local: str, domain: str) -> None:
+    """parse_mailbox keeps %, ! and a quoted @ inside the local part and the domain as written."""
+    mailbox = parse_mailbox(text)
+    assert (mailbox.local, mailbox.domain) == (local, domain)
+    assert mailbox.is_literal == domain.startswith("[")
+    assert mailbox.address == text
+
+
+P = AddressProblem  # short name for the table below
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("alice@example.test.", P.SYNTAX),
+        ("alice@.example.test", P.SYNTAX),
+        ("@example.test", P.SYNTAX),
+        ("alice", P.SYNTAX),
+        ("alice@", P.SYNTAX),
+        ("a@b@example.test", P.SYNTAX),
+        ("user@elsewhere.example%example.test", P.SYNTAX),
+        ("a..b@example.test", P.SYNTAX),
+        ('"unterminated@example.test', P.SYNTAX),
+        ('"a"b"@example.test', P.SYNTAX),
+        ('"tab\there"@example.test', P.SYNTAX),
+        ("a b@example.test", P.SYNTAX),
+        (" alice@example.test", P.SYNTAX),
+        ("alice@example.test ", P.SYNTAX),
+        ("a@-bad.test", P.SYNTAX),
+        ("a@[example.test]", P.SYNTAX),
+        ("a@[256.0.0.1]", P.SYNTAX),
+        ("a@[1.2.3]", P.SYNTAX),
+        ("a@[IPv6:fe80::1%eth0]", P.SYNTAX),
+        ("a@[IPv6:1.2.3.4]", P.SYNTAX),
+        ("a@[x-tag:anything]", P.SYNTAX),
+        ("a@[192.0.2.1", P.SYNTAX),
+        ("l" * 65 + "@example.test", P.LOCAL_PART_TOO_LONG),
+        ('"' + "q" * 63 + '"@example.test', P.LOCAL_PART_TOO_LONG),
+        ("a@" + "l" * 64 + ".test", P.LABEL_TOO_LONG),
+        ("a@" + ".".join(["d" * 63] * 4) + ".example", P.DOMAIN_TOO_LONG),
+        ("l" * 64 + "@" + ".".join(["d" * 63] * 3) + ".ex", P.PATH_TOO_LONG),
+    ],
+)
+def test_parse_mailbox_refusals_name_the_problem(text: str, problem: AddressProblem) -> None:
+    """Bad syntax and each RFC 5321 §4.5.3.1 limit raise InvalidAddress with their own problem."""
+    with pytest.raises(InvalidAddress) as caught:
+        parse_mailbox(text)
+    assert caught.value.problem is problem
+    assert problem.too_long == (problem is not AddressProblem.SYNTAX)
+
+
+def test_normalize_address_limits_carry_their_problem() -> None:
+    """normalize_address reports over-long parts with the same problem kinds as parse_mailbox."""
+    with pytest.raises(InvalidAddress) as caught:
+        normalize_address("x" * 65 + "@example.test")
+    assert caught.value.problem is AddressProblem.LOCAL_PART_TOO_LONG
+    with pytest.raises(InvalidAddress) as caught:
+        normalize_address("a@" + "l" * 64 + ".test")
+    assert caught.value.problem is AddressProblem.LABEL_TOO_LONG

@@ -106,3 +106,43 @@ async def test_direct_resolutions() -> None:
     assert await r.resolve("carol@example.test", ANON) == Rejection(R.R550_5_2_1_MAILBOX_UNAVAILABLE)
     assert await r.resolve("x@far.example", ANON) == Rejection(R.R554_5_7_1_RELAY_DENIED)
     assert await r.resolve("x@far.example", SenderContext(alice, "alice@example.test")) == Relay("x@far.example")
+
+
+async def test_tricks_never_become_a_relay() -> None:
+    """Percent hacks, bang paths and quoted @ are unknown local users, for anonymous and authenticated senders alike."""
+    d = Dir()
+    alice = d.add("alice@example.test")
+    d.add("user@example.test")
+    r = Router(d)  # type: ignore[arg-type]
+    for sender in (ANON, SenderContext(alice, "alice@example.test")):
+        for address in ("user%elsewhere.example@example.test", "elsewhere.example!user@example.test",
+                        '"user@elsewhere.example"@example.test'):
+            res = await r.resolve(address, sender)
+            assert isinstance(res, Rejection) and res.reply.enhanced == "5.1.1", (address, res)
+
+
+async def test_malformed_and_over_long_addresses_are_refused_before_relaying() -> None:
+    """Bad syntax is 553 5.1.3 and a passed length limit 501 5.1.3, even for an authenticated sender."""
+    d = Dir()
+    alice = d.add("alice@example.test")
+    r = Router(d)  # type: ignore[arg-type]
+    auth = SenderContext(alice, "alice@example.test")
+    for address in ("alice@example.test.", "x@-far.example", "x@far.example%example.test", "x@[far.example]", "x"):
+        assert await r.resolve(address, auth) == Rejection(R.R553_5_1_3_BAD_ADDRESS), address
+    long_local = Rejection(R.R501_5_1_3_ADDRESS_TOO_LONG.format(detail="local part longer than 64 octets"))
+    assert await r.resolve("x" * 65 + "@far.example", auth) == long_local
+    assert await r.resolve("x" * 65 + "@example.test", ANON) == long_local
+    res = await r.resolve("x@" + "l" * 64 + ".example", auth)
+    assert isinstance(res, Rejection) and (res.reply.code, res.reply.enhanced) == (501, "5.1.3")
+
+
+async def test_address_literals_are_never_routed() -> None:
+    """user@[192.0.2.1] is relay-denied without AUTH and refused as a literal with AUTH: never a Relay."""
+    d = Dir()
+    alice = d.add("alice@example.test")
+    r = Router(d)  # type: ignore[arg-type]
+    for literal in ("user@[192.0.2.1]", "user@[127.0.0.1]", "user@[IPv6:::1]"):
+        assert await r.resolve(literal, ANON) == Rejection(R.R554_5_7_1_RELAY_DENIED)
+        assert await r.resolve(literal, SenderContext(alice, "alice@example.test")) == Rejection(
+            R.R550_5_7_1_ADDRESS_LITERAL_DENIED
+        )
