@@ -65,6 +65,20 @@ class Closed(Exception):
     """The client went away or the session ended (LOGOUT, BYE)."""
 
 
+def _drop_buffered(reader: asyncio.StreamReader) -> int:
+    """Discard what ``reader`` has received but nobody has read yet; return its size.
+
+    asyncio has no public call for this: the bytes sit in ``StreamReader._buffer``.
+    Fails closed (RuntimeError, which ends the connection) if that ever changes.
+    """
+    buffer = getattr(reader, "_buffer", None)
+    if not isinstance(buffer, bytearray):
+        raise RuntimeError("cannot discard the stream's buffer before STARTTLS")
+    size = len(buffer)
+    buffer.clear()
+    return size
+
+
 class Session:
     """State and I/O of one client connection."""
 
@@ -358,10 +372,19 @@ class Session:
             self.commands.feed(await self._receive(self._timeout()))
 
     async def start_tls(self) -> None:
-        """Upgrade to TLS after ``OK`` was sent (RFC 3501 §6.2.1); bytes the client
-        pipelined before the handshake are dropped (they could be injected)."""
+        """Upgrade to TLS after ``OK`` was sent (RFC 3501 §6.2.1, RFC 9051 §6.2.1).
+
+        Every byte the client sent before the handshake is dropped, wherever it waits:
+        in the command reader and in the stream's own buffer (read from the socket
+        beyond our last 64 KiB read). Such bytes came in the clear, so a man in the
+        middle could have injected them to run as if sent over TLS (CVE-2011-0411 style).
+        """
         await self.flush(True)
         self.commands = p.CommandReader(max_literal=PRE_AUTH_MAX_LITERAL)
+        if self._read_task is not None:  # not while a command runs; kept for safety
+            self._read_task.cancel()
+            self._read_task = None
+        _drop_buffered(self.reader)
         old = self.writer.transport
         await self.writer.start_tls(self.app.ssl_context)
         self.app.connections.discard(old)
