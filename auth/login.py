@@ -111,6 +111,16 @@ def _target(text: str, user: str) -> str:
     return normalize_address(text)
 
 
+def may_log_in(account: Account) -> bool:
+    """True when ``account`` may authenticate now: a user, licensed and enabled.
+
+    Shared mailboxes, rooms and lists never do. Whoever remembers a successful login
+    (the DAV login cache) asks this again on every use, so that unlicensing or disabling
+    a user takes effect at once.
+    """
+    return account.kind is AccountKind.USER and account.enabled and account.licensed
+
+
 class Authenticator:
     """Checks login names and passwords, uniformly slow on failure, with throttling.
 
@@ -179,7 +189,7 @@ class Authenticator:
             await self._hasher.dummy_verify()
             return None
         user = await self._directory.get_account(login.user)
-        if user is None or user.kind is not AccountKind.USER or not user.enabled or not user.licensed:
+        if user is None or not may_log_in(user):
             reason = (
                 "unknown" if user is None
                 else f"not a user ({user.kind})" if user.kind is not AccountKind.USER

@@ -28,6 +28,7 @@ import radicale
 import radicale.config
 
 from auth.errors import AuthFailed, AuthThrottled
+from auth.login import may_log_in
 from mailserver.app import App
 from mailserver.dav import context
 from mailserver.http.messages import Request, Response
@@ -77,6 +78,9 @@ class _LoginCache:
             return None
         return entry[0]
 
+    def forget(self, key: bytes) -> None:
+        self._entries.pop(key, None)
+
     def put(self, key: bytes, address: str) -> None:
         if len(self._entries) >= LOGIN_CACHE_SIZE:
             self._entries.pop(next(iter(self._entries)))
@@ -92,8 +96,10 @@ def _unauthorized() -> Response:
 
 
 async def authenticate(app: App, request: Request) -> Account | Response:
-    """The enabled user behind the request's Basic credentials, or the error response
-    (401 for every failure, 429 while throttled, 503 when the store is unavailable)."""
+    """The licensed, enabled user behind the request's Basic credentials, or the error
+    response (401 for every failure, 429 while throttled, 503 when the store is
+    unavailable). A remembered login is only a shortcut for the password check: the
+    account is checked again on every request."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "basic":
         return _unauthorized()
@@ -107,11 +113,14 @@ async def authenticate(app: App, request: Request) -> Account | Response:
     key = cache.key(username, password)
     try:
         address = cache.get(key)
-        if address is None:
+        user = None if address is None else await app.store.directory.get_account(address)
+        if user is None or not may_log_in(user):
+            # Not remembered, or unlicensed or disabled since: the full check, which then
+            # fails like any other login (same answer, same delay, counted by the throttle).
+            cache.forget(key)
             principal = await app.authenticator.authenticate(username, password, client_ip=request.peer)
-            address = principal.user.address
-            cache.put(key, address)
-        user = await app.store.directory.get_account(address)
+            user = principal.user
+            cache.put(key, user.address)
     except AuthFailed:
         return _unauthorized()
     except AuthThrottled:
@@ -119,8 +128,6 @@ async def authenticate(app: App, request: Request) -> Account | Response:
     except StorageError as err:
         log.error("dav: directory unavailable: %s", err)
         return Response(503, b"store unavailable\n")
-    if user is None or not user.enabled:
-        return _unauthorized()
     return user
 
 
