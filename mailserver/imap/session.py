@@ -27,6 +27,7 @@ from mailserver.imap.responses import (
     CLOSED,
     NOPERM,
     SERVERBUG,
+    TOOBIG,
     ImapError,
     bad,
     no,
@@ -59,6 +60,13 @@ MAX_APPEND_BATCH_BYTES = 32 * 1024 * 1024
 
 #: Commands during which EXPUNGE must not be sent (RFC 3501 §7.4.1).
 NO_EXPUNGE_DURING = (p.Fetch, p.Store, p.Search)
+
+
+def _too_big(size: int, limit: int) -> str:
+    """The text refusing a literal of ``size`` octets."""
+    if size >= p.UNREADABLE_SIZE:
+        return f"Literal of more than {p.MAX_SIZE_DIGITS} digits is over the limit of {limit}"
+    return f"Literal of {size} octets is over the limit of {limit}"
 
 
 class Closed(Exception):
@@ -140,7 +148,7 @@ class Session:
         """RFC 3501 §7.2.1: exactly what works in the current state."""
         caps = ["IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE", "UIDPLUS",
                 "MOVE", "UNSELECT", "CHILDREN", "LIST-EXTENDED", "LIST-STATUS", "SPECIAL-USE",
-                "ESEARCH", "CONDSTORE"]
+                "ESEARCH", "CONDSTORE", f"APPENDLIMIT={int(self.app.config['limits.message_size'])}"]
         if self.state is State.NOT_AUTHENTICATED:
             if self.starttls_offered and not self.tls:
                 caps.append("STARTTLS")
@@ -208,11 +216,17 @@ class Session:
             case p.NeedsContinuation():
                 self.send(b"+ Ready for literal data\r\n")
                 await self.flush(True)
-            case p.LiteralTooBig(tag=tag, synchronizing=sync):
-                if tag is not None:
-                    self.send(no("Message too big", "TOOBIG").response(tag))  # RFC 7889
-                elif sync:
-                    self.send(b"* BAD Literal too big\r\n")
+            case p.LiteralTooBig(tag=tag, size=size, synchronizing=sync):
+                text = _too_big(size, self.commands.max_literal)
+                if sync:  # the client waits for "+" and sends nothing more (RFC 3501 §7.5)
+                    self.send(no(text, TOOBIG).response(tag or "*"))  # RFC 7889 §4
+                else:
+                    # RFC 7888 §4: the octets follow anyway. Smaller refused {n+}
+                    # literals are read and dropped by the reader, but skipping more
+                    # than we would ever accept (up to 10**20) would hold the
+                    # connection for nothing, so close it.
+                    self.send(f"{tag or '*'} BAD [{TOOBIG}] {text}\r\n".encode())
+                    await self.bye("Non-synchronizing literal refused")
             case p.BadCommand(tag=tag, text=text):
                 self.send(f"{tag or '*'} BAD {text}\r\n".encode())
             case p.CommandRejected(tag=tag, code=code, text=text):

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import resource
 
-from tests.imap.conftest import ALICE, BOB, PASSWORD, ImapEnv, Raw, imap
+import pytest
+
+from mailserver.imap.parser.reader import MAX_COMMAND_TEXT
+from mailserver.imap.session import PRE_AUTH_MAX_LITERAL
+from tests.imap.conftest import ALICE, BOB, PASSWORD, ImapEnv, Raw, imap, message
 
 __all__ = ["imap"]  # the fixture, imported for this package
 
@@ -96,3 +100,129 @@ async def test_starttls_discards_commands_already_buffered_beyond_the_read(imap:
     assert started[-1] == b"a OK Begin TLS negotiation now"
     assert not any(line.startswith(b"b ") for line in after)
     assert status(after) == b"BAD"
+
+
+# -- 2. Literal bombs (RFC 3501 §4.3, §7.5; RFC 7888 §4; RFC 7889)
+
+async def test_capability_announces_literal_plus_and_appendlimit(imap: ImapEnv) -> None:
+    """CAPABILITY has LITERAL+ (not LITERAL-, so no 4096 cap applies) and APPENDLIMIT=limits.message_size."""
+    def go() -> bytes:
+        r = Raw(imap.port)
+        caps = r.cmd("CAPABILITY")[0]
+        r.close()
+        return caps
+    caps = (await imap.run(go)).split()
+    assert b"LITERAL+" in caps and b"LITERAL-" not in caps
+    assert b"APPENDLIMIT=%d" % imap.server.config["limits.message_size"] in caps
+
+
+@pytest.mark.parametrize("size", [99_999_999_999, 4_294_967_296, PRE_AUTH_MAX_LITERAL + 1])
+async def test_huge_synchronizing_literal_before_login_is_refused_without_reading(imap: ImapEnv, size: int) -> None:
+    """A huge {n} before login gets NO [TOOBIG] naming size and limit, no '+', no memory; the session goes on."""
+    before = peak_kib()
+    def go() -> tuple[list[bytes], list[bytes]]:
+        r = Raw(imap.port)
+        refused = r.cmd(f"LOGIN {ALICE} {{{size}}}")
+        after = r.cmd(f'LOGIN {ALICE} "{PASSWORD}"')
+        r.close()
+        return refused, after
+    refused, after = await imap.run(go)
+    assert refused == [b"t1 NO [TOOBIG] Literal of %d octets is over the limit of %d" % (size, PRE_AUTH_MAX_LITERAL)]
+    assert status(after) == b"OK"
+    assert peak_kib() - before < MAX_GROWTH_KIB
+
+
+async def test_huge_literals_after_login_are_refused_precisely(imap: ImapEnv) -> None:
+    """After login, {99999999999}, {4294967296} and message_size + 1 get NO [TOOBIG] with the limit; nothing is read."""
+    limit = int(imap.server.config["limits.message_size"])
+    sizes = (99_999_999_999, 4_294_967_296, limit + 1)
+    before = peak_kib()
+    def go() -> list[list[bytes]]:
+        r = login(imap)
+        out = [r.cmd(f"APPEND INBOX {{{n}}}") for n in sizes]
+        out.append(r.cmd(f"SEARCH TEXT {{{limit + 1}}}"))
+        out.append(r.cmd("SELECT INBOX"))
+        r.close()
+        return out
+    *refused, select = await imap.run(go)
+    for lines, n in zip(refused, (*sizes, limit + 1), strict=True):
+        assert len(lines) == 1
+        assert lines[0].split(b" ", 1)[1] == b"NO [TOOBIG] Literal of %d octets is over the limit of %d" % (n, limit)
+    assert status(select) == b"OK"
+    assert peak_kib() - before < MAX_GROWTH_KIB
+    await imap.run(others_still_served, imap)
+
+
+@pytest.mark.parametrize("marker", [
+    b"{99999999999+}", b"{4294967296+}", b"{%d+}" % (PRE_AUTH_MAX_LITERAL + 1), b"{" + b"9" * 40 + b"+}",
+    b"{" + b"9" * 5000 + b"+}",
+], ids=["99999999999", "4294967296", "limit+1", "40-digits", "5000-digits"])
+async def test_oversized_non_synchronizing_literal_gets_bad_and_bye(imap: ImapEnv, marker: bytes) -> None:
+    """An oversized {n+} (LITERAL+ beyond limits) gets BAD [TOOBIG] and BYE: nothing after it is read or run."""
+    def go() -> bytes:
+        r = Raw(imap.port)
+        r.send(b"a LOGIN " + marker + b"\r\n" + f'b LOGIN {ALICE} "{PASSWORD}"\r\nc SELECT INBOX\r\n'.encode())
+        return rest(r)
+    lines = (await imap.run(go)).split(b"\r\n")
+    assert lines[0].startswith(b"a BAD [TOOBIG] Literal of ")
+    assert lines[0].endswith(b" is over the limit of %d" % PRE_AUTH_MAX_LITERAL)
+    assert lines[1].startswith(b"* BYE ")
+    assert not any(line.startswith((b"b ", b"c ")) for line in lines)
+    await imap.run(others_still_served, imap)
+
+
+async def test_oversized_non_synchronizing_literal_after_login_closes(imap: ImapEnv) -> None:
+    """After login, APPEND {message_size+1+} followed by its data is BAD [TOOBIG] + BYE, not an unbounded read."""
+    limit = int(imap.server.config["limits.message_size"])
+    before = peak_kib()
+    def go() -> bytes:
+        r = login(imap)
+        r.send(b"a APPEND INBOX {%d+}\r\n" % (limit + 1) + b"x" * 65536)
+        return rest(r)
+    out = await imap.run(go)
+    assert out.startswith(b"a BAD [TOOBIG] Literal of %d octets is over the limit of %d\r\n* BYE " % (limit + 1, limit))
+    assert peak_kib() - before < MAX_GROWTH_KIB
+    await imap.run(others_still_served, imap)
+
+
+async def test_thousands_of_non_synchronizing_literals_stop_at_the_command_bound(imap: ImapEnv) -> None:
+    """20,000 {1+} literals in one command stop at MAX_COMMAND_TEXT octets of text: BAD, the rest is skipped, NOOP works."""
+    def go() -> list[bytes]:
+        r = login(imap)
+        r.send(b"a SEARCH TEXT {1+}\r\nx" + b" TEXT {1+}\r\nx" * 20_000 + b"\r\nb NOOP\r\n")
+        out = r.until(b"b")
+        r.close()
+        return out
+    out = await imap.run(go)
+    assert 20_000 * len(b" TEXT {1+}\r\n") > MAX_COMMAND_TEXT
+    assert out == [b"a BAD Command too long", b"b OK NOOP completed"]
+
+
+async def test_thousands_of_synchronizing_literals_are_refused_without_closing(imap: ImapEnv) -> None:
+    """Synchronizing {1} literals: 500 make a valid SEARCH; at MAX_COMMAND_TEXT the next '+' is refused, the session goes on."""
+    await imap.deliver(ALICE, message("needle"))
+    def go() -> tuple[list[bytes], int, list[bytes], list[bytes]]:
+        r = login(imap)
+        r.cmd("SELECT INBOX")
+        r.send(b"a SEARCH SUBJECT {1}\r\n")
+        for _ in range(499):
+            assert r.line().startswith(b"+ ")
+            r.send(b"e SUBJECT {1}\r\n")
+        assert r.line().startswith(b"+ ")
+        r.send(b"e\r\n")
+        valid = r.until(b"a")
+        sent = 0
+        r.send(b"b SEARCH SUBJECT {1}\r\n")
+        while (line := r.line()).startswith(b"+ "):
+            sent += 1
+            r.send(b"e SUBJECT {1}\r\n")
+        refused = [line]
+        after = r.cmd("NOOP")
+        r.close()
+        return valid, sent, refused, after
+    valid, sent, refused, after = await imap.run(go)
+    assert valid == [b"* SEARCH 1", b"a OK SEARCH completed"]
+    # '+' for the first line (22 octets of text), then for each " SUBJECT {1}" line (14) that fits
+    assert sent == 1 + (MAX_COMMAND_TEXT - 22) // 14
+    assert refused == [b"b BAD Command too long"]
+    assert status(after) == b"OK"

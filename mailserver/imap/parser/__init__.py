@@ -7,7 +7,7 @@ Typical use by a server::
     while (event := reader.next_event()) is not NEED_DATA:
         match event:
             case NeedsContinuation(): send(b"+ Ready\\r\\n")
-            case LiteralTooBig(tag=tag): send(tag, b"NO [TOOBIG] ...")
+            case LiteralTooBig(tag=tag): send(tag, b"NO [TOOBIG] ...")  # BAD + BYE for {n+}
             case BadCommand(tag=tag, text=text): send(tag or "*", b"BAD " + text)
             case CommandRejected(): ...  # tagged NO [code] text
             case Command(): dispatch(event)
@@ -61,7 +61,15 @@ from .fetch import Fetch, FetchAttr, Section
 from .grammar import decode_sasl, parse_command
 from .lexer import ParseError
 from .mutf7 import MUTF7Error, decode_mutf7, encode_mutf7
-from .reader import DEFAULT_MAX_LITERAL, MAX_LINE_LENGTH, CommandReader, Event
+from .reader import (
+    DEFAULT_MAX_LITERAL,
+    MAX_COMMAND_TEXT,
+    MAX_LINE_LENGTH,
+    MAX_SIZE_DIGITS,
+    UNREADABLE_SIZE,
+    CommandReader,
+    Event,
+)
 from .search import (
     DateRelation,
     Search,
@@ -82,7 +90,7 @@ from .search import (
 from .sequence import SequenceSet, parse_sequence_set
 
 __all__ = [
-    "NEED_DATA", "DEFAULT_MAX_LITERAL", "MAX_LINE_LENGTH",
+    "NEED_DATA", "DEFAULT_MAX_LITERAL", "MAX_COMMAND_TEXT", "MAX_LINE_LENGTH", "MAX_SIZE_DIGITS", "UNREADABLE_SIZE",
     "Append", "AppendMessage", "Authenticate", "BadCommand", "Capability", "Check", "Close",
     "Command", "CommandReader", "CommandRejected", "Copy", "Create", "DateRelation", "Delete",
     "Enable", "Event", "Examine", "Expunge", "Fetch", "FetchAttr", "Id", "Idle", "List",

@@ -27,12 +27,27 @@ from .grammar import parse_command, read_tag
 # a long UID set from a syncing client can be far longer, so allow 64 KiB,
 # which Dovecot also uses (imap_max_line_length).
 MAX_LINE_LENGTH = 65536
+# Octets of one command outside its literals: all its lines together, CRLFs included.
+# Literals can split a command into any number of lines, and every octet of those
+# lines may become a parsed value (a search key, a range, a flag), so this bounds the
+# parse as well as the buffer.  Two full lines: far beyond what any real command needs
+# (a long UID set fits one line), small enough that the parse of the largest command
+# stays around a few MiB.
+MAX_COMMAND_TEXT = 2 * MAX_LINE_LENGTH
+# Digits of a literal size we convert.  RFC 9051 literal8 sizes are 63-bit numbers
+# (19 digits); longer digit strings are refused as too big without int(), which
+# raises beyond 4,300 digits and would cost quadratic time before that.
+MAX_SIZE_DIGITS = 20
+# The size reported for a literal announced with more than MAX_SIZE_DIGITS digits.
+UNREADABLE_SIZE = 10**MAX_SIZE_DIGITS
 # Default literal limit: 25 MiB, the default message size in config.toml
 # (limits.message_size).  The server may lower it before login.
 DEFAULT_MAX_LITERAL = 26_214_400
 
 # A line that ends in a literal marker, e.g. "a APPEND x {310}" or "{5+}".
-_LITERAL_AT_END = re.compile(rb"(~?)\{([0-9]{1,32})(\+?)\}\Z")
+# Any number of digits is recognised: a marker the reader did not see as a literal
+# would let the octets after a {n+} run as commands (CRLF injection).
+_LITERAL_AT_END = re.compile(rb"(~?)\{([0-9]+)(\+?)\}\Z")
 
 Event = Command | NeedsContinuation | BadCommand | CommandRejected | LiteralTooBig | NeedData
 
@@ -41,9 +56,10 @@ class CommandReader:
     """Turns client bytes into IMAP command events.
 
     Invariants: at most ``MAX_LINE_LENGTH`` octets of an unfinished line and
-    ``max_literal`` + 2 × ``MAX_LINE_LENGTH`` octets of one command are held;
-    after any :class:`BadCommand` or :class:`LiteralTooBig` the reader is at
-    the start of the next command.
+    ``max_literal`` + ``MAX_COMMAND_TEXT`` octets of one command are held (its
+    literals together at most ``max_literal``); after any :class:`BadCommand` or
+    :class:`LiteralTooBig` the reader is at the start of the next command, once
+    it has skipped the octets of a refused non-synchronizing literal (RFC 7888 §4).
     """
 
     def __init__(self, max_literal: int = DEFAULT_MAX_LITERAL) -> None:
@@ -52,6 +68,8 @@ class CommandReader:
         self._buf = bytearray()
         self._cmd = bytearray()  # the command framed so far (lines with CRLF, literals)
         self._tag: str | None = None
+        self._text = 0  # octets of the command's lines so far (literals excluded)
+        self._literals = 0  # octets of the command's literals so far
         self._literal_left = 0  # octets of an accepted literal still to come
         self._announced = -1  # size of the last synchronizing literal announced
         self._discard_left = 0  # octets of a refused {n+} literal still to skip
@@ -98,7 +116,7 @@ class CommandReader:
             if self._discarding:
                 m = _LITERAL_AT_END.search(line)
                 if m and m.group(3):
-                    self._discard_left = int(m.group(2))
+                    self._discard_left = _size(m.group(2))
                 else:
                     self._discarding = False
                 continue
@@ -174,6 +192,8 @@ class CommandReader:
     def _reset(self) -> None:
         self._cmd.clear()
         self._tag = None
+        self._text = 0
+        self._literals = 0
         self._literal_left = 0
         self._announced = -1
 
@@ -184,20 +204,29 @@ class CommandReader:
             self._tag = read_tag(line)
         tag = self._tag
         self._cmd += line + b"\r\n"
+        self._text += len(line) + 2
         m = _LITERAL_AT_END.search(line)
+        size, synchronizing = (_size(m.group(2)), not m.group(3)) if m else (0, True)
+        if self._text > MAX_COMMAND_TEXT:
+            self._refuse(size, synchronizing)
+            return BadCommand(tag, "Command too long")
         if m is None:
             buf = bytes(self._cmd)
             self._reset()
             return parse_command(buf)
-        size, synchronizing = int(m.group(2)), not m.group(3)
         if tag is None:
             # Garbage that announces a literal: refuse it now rather than
             # inviting the octets with "+" (RFC 3501 §7.5 allows BAD instead).
             self._refuse(size, synchronizing)
             return BadCommand(None, "Invalid tag")
-        if size > self.max_literal or len(self._cmd) + size > self.max_literal + 2 * MAX_LINE_LENGTH:
+        if size > self.max_literal:
             self._refuse(size, synchronizing)
             return LiteralTooBig(tag, size, synchronizing)
+        if self._literals + size > self.max_literal:
+            total = self._literals + size
+            self._refuse(size, synchronizing)
+            return BadCommand(tag, f"Literals of {total} octets in one command are over the limit of {self.max_literal}")
+        self._literals += size
         self._literal_left = size
         if synchronizing:
             self._announced = size
@@ -209,3 +238,8 @@ class CommandReader:
         if not synchronizing:  # RFC 7888 §4: read and discard the literal and the command
             self._discard_left = size
             self._discarding = True
+
+
+def _size(digits: bytes) -> int:
+    """A literal's announced size; UNREADABLE_SIZE for more than MAX_SIZE_DIGITS digits."""
+    return int(digits) if len(digits) <= MAX_SIZE_DIGITS else UNREADABLE_SIZE
