@@ -12,7 +12,8 @@ import resource
 
 import pytest
 
-from mailserver.imap.parser.reader import MAX_COMMAND_TEXT
+from mailserver.imap.parser.reader import MAX_COMMAND_TEXT, MAX_LINE_LENGTH
+from mailserver.imap.parser.search import MAX_SEARCH_DEPTH, MAX_SEARCH_KEYS
 from mailserver.imap.session import PRE_AUTH_MAX_LITERAL
 from tests.imap.conftest import ALICE, BOB, PASSWORD, ImapEnv, Raw, imap, message
 
@@ -225,4 +226,59 @@ async def test_thousands_of_synchronizing_literals_are_refused_without_closing(i
     # '+' for the first line (22 octets of text), then for each " SUBJECT {1}" line (14) that fits
     assert sent == 1 + (MAX_COMMAND_TEXT - 22) // 14
     assert refused == [b"b BAD Command too long"]
+    assert status(after) == b"OK"
+
+
+# -- 3. Deep nesting, long OR chains, nested section parts
+
+@pytest.mark.parametrize("criteria", [
+    b"(" * 10_000 + b"ALL" + b")" * 10_000,
+    b"OR " * 10_000 + b"1 " * 10_000 + b"1",
+    b"NOT " * 10_000 + b"ALL",
+    b"(" * 30_000,
+], ids=["parentheses", "or-chain", "not-chain", "unbalanced"])
+async def test_deeply_nested_search_is_bad_and_session_goes_on(imap: ImapEnv, criteria: bytes) -> None:
+    """10,000-deep parentheses, OR and NOT chains give BAD with a clear text (no RecursionError); next command works."""
+    assert len(criteria) < MAX_LINE_LENGTH - 100
+    def go() -> tuple[list[bytes], list[bytes]]:
+        r = login(imap)
+        r.cmd("SELECT INBOX")
+        out = r.cmd(b"SEARCH " + criteria)
+        after = r.cmd("NOOP")
+        r.close()
+        return out, after
+    out, after = await imap.run(go)
+    assert out[-1].split(b" ", 1)[1] == b"BAD Search criteria nested too deeply"
+    assert status(after) == b"OK"
+
+
+async def test_search_depth_limit_is_exact(imap: ImapEnv) -> None:
+    """MAX_SEARCH_DEPTH nested parentheses are searched; one more is BAD."""
+    await imap.deliver(ALICE, message("one"))
+    def go() -> tuple[list[bytes], list[bytes]]:
+        r = login(imap)
+        r.cmd("SELECT INBOX")
+        ok = r.cmd(b"SEARCH " + b"(" * MAX_SEARCH_DEPTH + b"ALL" + b")" * MAX_SEARCH_DEPTH)
+        deep = r.cmd(b"SEARCH " + b"(" * (MAX_SEARCH_DEPTH + 1) + b"ALL" + b")" * (MAX_SEARCH_DEPTH + 1))
+        r.close()
+        return ok, deep
+    ok, deep = await imap.run(go)
+    assert ok == [b"* SEARCH 1", b"t3 OK SEARCH completed"]
+    assert status(deep) == b"BAD"
+
+
+async def test_too_many_search_keys_is_bad(imap: ImapEnv) -> None:
+    """A flat SEARCH of more than MAX_SEARCH_KEYS keys (e.g. 16,000 x '1:*') is BAD, not a per-key set each."""
+    await imap.deliver(ALICE, message("one"))
+    def go() -> tuple[list[bytes], list[bytes], list[bytes]]:
+        r = login(imap)
+        r.cmd("SELECT INBOX")
+        many = r.cmd(b"SEARCH" + b" 1:*" * 16_000)
+        most = r.cmd(b"SEARCH" + b" 1:*" * MAX_SEARCH_KEYS)
+        after = r.cmd("NOOP")
+        r.close()
+        return many, most, after
+    many, most, after = await imap.run(go)
+    assert many[-1].split(b" ", 1)[1] == b"BAD Too many search keys (the limit is %d)" % MAX_SEARCH_KEYS
+    assert most[0] == b"* SEARCH 1" and status(most) == b"OK"
     assert status(after) == b"OK"

@@ -14,6 +14,11 @@ from .sequence import SequenceSet, xsequence_set
 # Deepest nesting of NOT/OR/parentheses accepted: real clients stay far below,
 # and the bound keeps a hostile command from exhausting the Python stack.
 MAX_SEARCH_DEPTH = 50
+# Most search keys in one SEARCH, nested ones included (each OR, NOT and parenthesised
+# list counts as one too).  Real clients send a few dozen; every key is evaluated for
+# every message, so this bounds a search's work per message as well as its parse
+# (a 64 KiB line holds 16,000 keys such as "1:*").
+MAX_SEARCH_KEYS = 1000
 
 # The CHARSETs we can search with; both decode as UTF-8 (ASCII is a subset).
 SUPPORTED_CHARSETS = ("US-ASCII", "UTF-8")
@@ -181,12 +186,31 @@ def _xkeyword(cur: Cursor) -> str:
     return word
 
 
-def xsearch_key(cur: Cursor, depth: int = 0) -> SearchKey:
-    """One search-key; raises ParseError on unknown keys or bad arguments."""
+class _KeyBudget:
+    """How many more keys one SEARCH may have (MAX_SEARCH_KEYS)."""
+
+    __slots__ = ("left",)
+
+    def __init__(self) -> None:
+        self.left = MAX_SEARCH_KEYS
+
+    def take(self) -> None:
+        self.left -= 1
+        if self.left < 0:
+            raise ParseError(f"Too many search keys (the limit is {MAX_SEARCH_KEYS})")
+
+
+def xsearch_key(cur: Cursor, depth: int = 0, budget: _KeyBudget | None = None) -> SearchKey:
+    """One search-key; raises ParseError on unknown keys or bad arguments, nesting
+    deeper than MAX_SEARCH_DEPTH or more than MAX_SEARCH_KEYS keys (``budget``, shared
+    by the keys of one command)."""
     if depth > MAX_SEARCH_DEPTH:
         raise ParseError("Search criteria nested too deeply")
+    if budget is None:
+        budget = _KeyBudget()
+    budget.take()
     if cur.peek() == 0x28:  # "("
-        keys = tuple(cur.xlist(lambda c: xsearch_key(c, depth + 1)))
+        keys = tuple(cur.xlist(lambda c: xsearch_key(c, depth + 1, budget)))
         if not keys:
             raise ParseError("Empty search key list")  # RFC 3501 §9: "(" search-key ... ")"
         return SearchAnd(keys)
@@ -225,12 +249,12 @@ def xsearch_key(cur: Cursor, depth: int = 0) -> SearchKey:
         return SearchSequence(xsequence_set(cur), uid=True)
     if word == b"NOT":
         cur.xsp()
-        return SearchNot(xsearch_key(cur, depth + 1))
+        return SearchNot(xsearch_key(cur, depth + 1, budget))
     if word == b"OR":
         cur.xsp()
-        left = xsearch_key(cur, depth + 1)
+        left = xsearch_key(cur, depth + 1, budget)
         cur.xsp()
-        return SearchOr(left, xsearch_key(cur, depth + 1))
+        return SearchOr(left, xsearch_key(cur, depth + 1, budget))
     if word == b"MODSEQ":
         return _xmodseq(cur)
     cur.pos = start
@@ -271,10 +295,11 @@ def parse_search(cur: Cursor, tag: str, uid: bool) -> Search:
         if charset not in SUPPORTED_CHARSETS:
             raise RejectError(BADCHARSET_CODE, f"Unsupported charset {charset}")
         cur.xsp()
-    keys = [xsearch_key(cur)]
+    budget = _KeyBudget()
+    keys = [xsearch_key(cur, 0, budget)]
     while not cur.at_eol():
         cur.xsp()
-        keys.append(xsearch_key(cur))
+        keys.append(xsearch_key(cur, 0, budget))
     cur.xeol()
     key = keys[0] if len(keys) == 1 else SearchAnd(tuple(keys))
     return Search(tag, key, charset, uid, returns)
