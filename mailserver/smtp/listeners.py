@@ -9,9 +9,10 @@ from auth.snapshot import CachedDirectory
 from delivery.routing import Router
 from mailserver.app import App
 from mailserver.config import Listener
+from mailserver.connlimit import AddressLimiter
 from mailserver.outbound import list_bounce_decoder
 from mailserver.smtp.handler import ListenerPolicy, SmtpHandler
-from mailserver.smtp.server import SmtpProtocol
+from mailserver.smtp.server import Deadlines, SmtpProtocol
 
 #: listener name -> how it behaves (issue 3 §1)
 POLICIES: dict[str, ListenerPolicy] = {
@@ -25,6 +26,16 @@ POLICIES: dict[str, ListenerPolicy] = {
 
 #: one router (and its directory snapshot) per running app, shared by its SMTP listeners
 _ROUTERS: weakref.WeakKeyDictionary[App, Router] = weakref.WeakKeyDictionary()
+#: one connection count per running app: its SMTP listeners share the per-address limit
+_LIMITERS: weakref.WeakKeyDictionary[App, AddressLimiter] = weakref.WeakKeyDictionary()
+
+
+def connection_limiter(app: App) -> AddressLimiter:
+    """The per-address connection count of ``app``'s SMTP listeners (one for all three)."""
+    limiter = _LIMITERS.get(app)
+    if limiter is None:
+        limiter = _LIMITERS[app] = AddressLimiter(int(app.config["smtp.max_connections_per_address"]))
+    return limiter
 
 
 def _router(app: App) -> Router:
@@ -39,9 +50,11 @@ def _router(app: App) -> Router:
 async def _start(app: App, listener: Listener) -> asyncio.Server:
     policy = POLICIES[listener.name]
     handler = SmtpHandler.for_listener(app, policy, _router(app))
+    deadlines = Deadlines.from_config(app.config)
+    limiter = connection_limiter(app)
     loop = asyncio.get_running_loop()
     return await loop.create_server(
-        lambda: SmtpProtocol(handler, loop=loop),
+        lambda: SmtpProtocol(handler, deadlines=deadlines, limiter=limiter, loop=loop),
         listener.host,
         listener.port,
         ssl=app.ssl_context if policy.implicit_tls else None,

@@ -11,7 +11,15 @@ What it changes in aiosmtpd, and why:
   SMTPUTF8), decisions are the handler's;
 * DATA is read in blocks through :class:`~mailserver.smtp.data.DataReader` (only
   CRLF.CRLF ends it; bare LF and smuggling sequences are content);
-* every reply carries an enhanced status code (RFC 2034 §3), also aiosmtpd's own.
+* every reply carries an enhanced status code (RFC 2034 §3), also aiosmtpd's own;
+* deadlines instead of aiosmtpd's idle timer alone (:class:`Deadlines`): a command line
+  must be complete soon after its first byte, message data must keep a minimum average
+  rate, silence is bounded; an open line longer than any command is not buffered; each
+  ends with a 421 and the connection is closed (RFC 5321 §3.8);
+* connections per client address are limited (:class:`~mailserver.connlimit.AddressLimiter`).
+
+STARTTLS (RFC 3207 §4.2): aiosmtpd (1.4.6, CVE-2024-34083) drops whatever the client
+sent after STARTTLS in clear text and starts a new session once TLS is up; we keep that.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import binascii
 import ipaddress
 import logging
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -33,6 +42,8 @@ from delivery.local import MailTransaction
 from delivery.message import Trace
 from delivery.replies import Reply
 from mailserver import metrics
+from mailserver.config import Config
+from mailserver.connlimit import AddressLimiter
 from mailserver.smtp.data import DataError, DataReader
 from mailserver.smtp.handler import SmtpHandler
 
@@ -48,6 +59,14 @@ MAIL_LINE_LIMIT = 512 + 26 + 10 + 14
 AUTH_LINE_LIMIT = 12288
 #: Longest base64 SASL response line read after a 334 challenge (same bound).
 SASL_LINE_LIMIT = 12288
+#: An open (unterminated) line longer than this cannot become a valid command (AUTH
+#: is the longest, RFC 4954 §4) and is not buffered further: 421 and close.
+OPEN_LINE_LIMIT = AUTH_LINE_LIMIT + 2
+#: Seconds a 421 may take to reach a client that does not read before the socket is
+#: aborted (close() alone waits for the send buffer to drain, forever if nobody reads).
+CLOSE_GRACE_SECONDS = 5.0
+#: How often a deadline that passed during a commit is looked at again.
+COMMIT_RECHECK_SECONDS = 0.5
 _ENHANCED = re.compile(r"^[245]\d\d[ -][245]\.\d{1,3}\.\d{1,3}( |$)")
 #: The common path: ``<dot-atom@ldh.domain>`` and whatever follows (RFC 5321 §4.1.2
 #: Mailbox with a Dot-string local part and a Domain). Anything else (quoted local
@@ -67,6 +86,38 @@ def simple_path(arg: str) -> tuple[str, str] | None:
     """
     m = _SIMPLE_PATH.match(arg)
     return None if m is None else (m.group(1), m.group(2))
+
+
+@dataclass(frozen=True, slots=True)
+class Deadlines:
+    """How long a client may take (config ``smtp.*``); every limit ends in 421 4.4.2.
+
+    ``idle``: silence while the server waits for a command or for more message data
+    (RFC 5321 §4.5.3.2.7 asks servers for at least 5 minutes); ``command``: a command
+    line must be complete this long after its first byte; ``data`` and
+    ``min_data_rate``: DATA must end by ``start + data + received / min_data_rate``, a
+    deadline that grows with every octet received, so a big message on a slow link
+    passes and a trickle does not (Postfix's smtpd_min_data_rate works the same way);
+    ``session``: the whole connection, whatever it does, so a client that keeps busy
+    with slow but complete commands (NOOP, RSET, refused RCPTs) is cut too (Exchange's
+    receive connector ConnectionTimeout does the same).
+    """
+
+    idle: float = 300.0
+    command: float = 60.0
+    data: float = 300.0
+    min_data_rate: float = 500.0
+    session: float = 1800.0
+
+    @classmethod
+    def from_config(cls, config: Config) -> Deadlines:
+        return cls(
+            idle=float(config["smtp.idle_timeout_seconds"]),
+            command=float(config["smtp.command_timeout_seconds"]),
+            data=float(config["smtp.data_timeout_seconds"]),
+            min_data_rate=float(config["smtp.min_data_rate"]),
+            session=float(config["smtp.session_timeout_seconds"]),
+        )
 
 
 class SmtpSession(Session):
@@ -109,14 +160,36 @@ class SmtpProtocol(SMTP):
 
     line_length_limit = DATA_BLOCK  # the StreamReader's buffer limit (aiosmtpd reads it)
 
-    def __init__(self, handler: SmtpHandler, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        handler: SmtpHandler,
+        *,
+        deadlines: Deadlines | None = None,
+        limiter: AddressLimiter | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """``deadlines`` default to the app's config; ``limiter`` counts connections per
+        client address (shared by the listeners of one daemon; None: no limit). A
+        ``timeout`` keyword (aiosmtpd's) overrides ``deadlines.idle``."""
         policy = handler.policy
         # Set before aiosmtpd's __init__, which reads every attribute (inspect.getmembers).
         self.mail_handler = handler
         self.max_size: int = handler.max_message_size
         self.txn: MailTransaction | None = None
         self._registered: asyncio.BaseTransport | None = None
+        self._deadlines = deadlines or Deadlines.from_config(handler.app.config)
+        self._limiter = limiter
+        self._admitted_ip: str | None = None  # counted in the limiter until released
+        self._refused = False  # over the address limit: never became a session
+        self._closing = False  # a closing 421 was sent
         self._idle_deadline = 0.0
+        self._session_deadline = float("inf")  # set when the connection is admitted
+        self._line_started: float | None = None  # first byte of the open command line
+        self._line_bytes = 0  # octets of the open command line
+        self._data_started: float | None = None  # while DATA content is being read
+        self._data_bytes = 0
+        self._committing = False  # between the end of DATA and its reply
+        kwargs.setdefault("timeout", self._deadlines.idle)
         super().__init__(
             handler,
             data_size_limit=handler.max_message_size,
@@ -149,36 +222,133 @@ class SmtpProtocol(SMTP):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self._registered is None:
+            peer = transport.get_extra_info("peername")
+            ip = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+            if self._limiter is not None and not self._limiter.admit(ip):
+                # Not a session: no greeting, no state, just the refusal (RFC 5321 §3.8).
+                log.info("SMTP %s: too many connections from this address", ip)
+                self._refused = True
+                if isinstance(transport, asyncio.WriteTransport):
+                    transport.write(R.R421_4_7_0_TOO_MANY_CONNECTIONS.line().encode() + b"\r\n")
+                self._close_soon(transport)
+                return
+            self._admitted_ip = ip if self._limiter is not None else None
+            self._session_deadline = self.loop.time() + self._deadlines.session
             self._registered = transport
             self.mail_handler.app.connections.add(transport)
             metrics.connection_opened(self.mail_handler.policy.name)
+        # After STARTTLS aiosmtpd starts a new session and drops the buffered clear
+        # text (RFC 3207 §4.2); no open line survives it either.
+        self._line_started = None
+        self._line_bytes = 0
         super().connection_made(transport)
+        self._arm(self._session_deadline)
 
     def connection_lost(self, error: Exception | None) -> None:
+        if self._refused:
+            return
+        if self._admitted_ip is not None and self._limiter is not None:
+            self._limiter.release(self._admitted_ip)
+            self._admitted_ip = None
         if self._registered is not None:
             self.mail_handler.app.connections.discard(self._registered)
             metrics.connection_closed(self.mail_handler.policy.name)
         super().connection_lost(error)
 
-    def _reset_timeout(self, duration: float | None = None) -> None:
-        """Push the idle deadline (aiosmtpd calls this after every command).
+    def eof_received(self) -> bool | None:
+        if self._refused:
+            return False
+        return super().eof_received()
 
-        aiosmtpd cancels and creates a timer each time, which was ~7% of the event
-        loop's time in the issue 9 profile; one timer per connection that re-arms for
-        the rest of the time when it fires early does the same with a float store.
-        """
+    def data_received(self, data: bytes) -> None:
+        """Feed the stream, and time the open command line (not message data).
+
+        The clock of a line starts at its first byte; an open line longer than any
+        command is refused here, before it is buffered (the stream would keep up to
+        twice its 64 KiB limit per connection)."""
+        if self._refused or self._closing:
+            return
+        super().data_received(data)
+        if self._data_started is not None:
+            return  # DATA has its own deadline
+        end = data.rfind(b"\n")
+        if end < 0:
+            if self._line_started is None:
+                self._line_started = self.loop.time()
+                self._arm(self._line_started + self._deadlines.command)
+            self._line_bytes += len(data)
+        elif end + 1 < len(data):
+            self._line_started = self.loop.time()
+            self._arm(self._line_started + self._deadlines.command)
+            self._line_bytes = len(data) - end - 1
+        else:
+            self._line_started = None
+            self._line_bytes = 0
+        if self._line_bytes > OPEN_LINE_LIMIT:
+            self._close_with(R.R421_4_7_0_LINE_TOO_LONG, "line too long")
+
+    # -- deadlines: one timer per connection, re-armed when it fires early (aiosmtpd
+    # cancels and creates a timer per command: ~7% of the loop's time in issue 9).
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        """Push the idle deadline (aiosmtpd calls this after every command)."""
         self._idle_deadline = self.loop.time() + (duration or self._timeout_duration)
+        self._arm(self._idle_deadline)
+
+    def _arm(self, when: float) -> None:
+        """Make sure the timer fires at ``when`` or earlier."""
         handle = self._timeout_handle
-        if handle is None or handle.cancelled() or handle.when() > self._idle_deadline:
+        if handle is None or handle.cancelled() or handle.when() > when:
             if handle is not None:
                 handle.cancel()
-            self._timeout_handle = self.loop.call_at(self._idle_deadline, self._idle_check)
+            self._timeout_handle = self.loop.call_at(when, self._check_deadline)
 
-    def _idle_check(self) -> None:
-        if self.loop.time() < self._idle_deadline:
-            self._timeout_handle = self.loop.call_at(self._idle_deadline, self._idle_check)
+    def _deadline(self) -> tuple[float, str]:
+        """The earliest deadline now in force, and what it is."""
+        deadline, what = self._idle_deadline, "idle timeout"
+        if self._session_deadline < deadline:
+            deadline, what = self._session_deadline, "session too long"
+        if self._data_started is not None:
+            data = self._data_started + self._deadlines.data + self._data_bytes / self._deadlines.min_data_rate
+            if data < deadline:
+                deadline, what = data, "message data too slow"
+        elif self._line_started is not None:
+            line = self._line_started + self._deadlines.command
+            if line < deadline:
+                deadline, what = line, "command line too slow"
+        return deadline, what
+
+    def _check_deadline(self) -> None:
+        deadline, what = self._deadline()
+        now = self.loop.time()
+        if now < deadline:
+            self._timeout_handle = self.loop.call_at(deadline, self._check_deadline)
             return
-        self._timeout_cb()
+        if self._committing:
+            self._timeout_handle = self.loop.call_at(now + COMMIT_RECHECK_SECONDS, self._check_deadline)
+            return
+        self._close_with(R.R421_4_4_2_TIMEOUT, what)
+
+    def _close_with(self, reply: Reply, why: str) -> None:
+        """Send ``reply`` (a 421), stop the session and close the connection."""
+        transport = self.transport
+        if self._closing or not isinstance(transport, asyncio.WriteTransport):
+            return
+        if self._committing:  # see smtp_DATA: never cut a commit
+            self.loop.call_later(COMMIT_RECHECK_SECONDS, self._close_with, reply, why)
+            return
+        self._closing = True
+        log.info("SMTP %s: %s; closing", self.client_ip, why)
+        transport.write(reply.line().encode() + b"\r\n")
+        if self._handler_coroutine is not None:
+            self._handler_coroutine.cancel()
+        self._close_soon(transport)
+
+    def _close_soon(self, transport: asyncio.BaseTransport) -> None:
+        """Close after the pending reply is sent; abort if it cannot be sent in time."""
+        transport.close()
+        raw = self._original_transport or transport
+        if isinstance(raw, asyncio.WriteTransport):
+            self.loop.call_later(CLOSE_GRACE_SECONDS, raw.abort)
 
     def _set_post_data_state(self) -> None:
         super()._set_post_data_state()
@@ -487,17 +657,25 @@ class SmtpProtocol(SMTP):
         await self.reply(R.R354_START_INPUT)
         reader = DataReader(self.max_size, self.mail_handler.max_line_length)
         stream = self._reader
-        while not reader.done:
-            block = await stream.read(DATA_BLOCK)
-            if not block:  # EOF: the client went away mid-message; nothing is stored
-                self._writer.close()
-                return
-            used = reader.feed(block)
-            if used < len(block):
-                # Pipelined commands after the end marker (RFC 2920 §3.1) go back to
-                # the stream for the command loop.
-                stream._buffer[:0] = block[used:]  # type: ignore[attr-defined]  # aiosmtpd does the same
-            self._reset_timeout()
+        self._data_started, self._data_bytes = self.loop.time(), 0
+        self._line_started, self._line_bytes = None, 0
+        self._arm(self._data_started + self._deadlines.data)
+        try:
+            while not reader.done:
+                block = await stream.read(DATA_BLOCK)
+                if not block:  # EOF: the client went away mid-message; nothing is stored
+                    self._writer.close()
+                    return
+                used = reader.feed(block)
+                self._data_bytes += used
+                if used < len(block):
+                    # Pipelined commands after the end marker (RFC 2920 §3.1) go back to
+                    # the stream for the command loop.
+                    stream._buffer[:0] = block[used:]  # type: ignore[attr-defined]  # aiosmtpd does the same
+                self._reset_timeout()
+        finally:
+            self._data_started = None
+            self._resume_line_clock()
         txn = self.txn
         if reader.error is not None:
             self._set_post_data_state()
@@ -506,9 +684,24 @@ class SmtpProtocol(SMTP):
                 else R.R500_5_5_6_DATA_LINE_TOO_LONG
             )
             return
-        reply = await self.mail_handler.data(txn, reader.message, self._trace())
-        self._set_post_data_state()
-        await self.reply(reply)
+        # No deadline cuts a commit: a 421 after a commit that then succeeds would make
+        # the sender retry and deliver the message twice.
+        self._committing = True
+        try:
+            reply = await self.mail_handler.data(txn, reader.message, self._trace())
+            self._set_post_data_state()
+            await self.reply(reply)
+        finally:
+            self._committing = False
+
+    def _resume_line_clock(self) -> None:
+        """After DATA: an open line already buffered (pipelined) is timed from now."""
+        buffered: bytearray = self._reader._buffer  # type: ignore[attr-defined]
+        end = buffered.rfind(b"\n")
+        if len(buffered) > end + 1:
+            self._line_started = self.loop.time()
+            self._line_bytes = len(buffered) - end - 1
+            self._arm(self._line_started + self._deadlines.command)
 
     def _trace(self) -> Trace:
         ssl_object = self.transport.get_extra_info("ssl_object") if self.transport else None

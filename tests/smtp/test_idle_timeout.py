@@ -22,7 +22,7 @@ async def short_timeout_listener(server: Any) -> asyncio.Server:
 
 
 async def test_activity_keeps_the_connection_and_idleness_closes_it(server: Any) -> None:
-    """Commands more often than the timeout keep the session open; then silence closes it after about the timeout."""
+    """Commands more often than the timeout keep the session open; then silence gets 421 4.4.2 and a close after about the timeout."""
     listener = await short_timeout_listener(server)
     try:
         client = await RawSmtp.connect(listener.sockets[0].getsockname()[1])
@@ -31,7 +31,8 @@ async def test_activity_keeps_the_connection_and_idleness_closes_it(server: Any)
             await asyncio.sleep(IDLE / 2)
             assert (await client.cmd("NOOP"))[0] == 250
         start = time.monotonic()
-        assert await asyncio.wait_for(client.reader.read(), IDLE * 10) == b""  # closed by the server
+        # RFC 5321 §3.8: a 421 first, then the server closes
+        assert (await asyncio.wait_for(client.reader.read(), IDLE * 10)).startswith(b"421 4.4.2 ")
         waited = time.monotonic() - start
         assert IDLE * 0.8 <= waited <= IDLE * 5, waited
         await client.close()
