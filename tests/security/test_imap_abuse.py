@@ -8,10 +8,12 @@ SELECT (the daemon keeps serving).
 
 from __future__ import annotations
 
-import resource
+import os
+import threading
 
 import pytest
 
+from mailserver.imap.parser.fetch import MAX_FETCH_ATTRS, MAX_PART_DEPTH
 from mailserver.imap.parser.reader import MAX_COMMAND_TEXT, MAX_LINE_LENGTH
 from mailserver.imap.parser.search import MAX_SEARCH_DEPTH, MAX_SEARCH_KEYS
 from mailserver.imap.session import PRE_AUTH_MAX_LITERAL
@@ -35,9 +37,42 @@ def status(lines: list[bytes]) -> bytes:
     return lines[-1].split(b" ", 2)[1]
 
 
-def peak_kib() -> int:
-    """This process's peak RSS (the daemon runs in-process), KiB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def rss_kib(pid: int) -> int:
+    """VmRSS of ``pid`` from /proc, KiB."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+class RssWatch:
+    """Samples this process's RSS (the daemon runs in-process) every few milliseconds
+    while the block runs; ``growth`` is the highest sample above the first, in KiB.
+    Large buffers are mmapped and given back when freed, so a transient allocation of
+    the announced size would show even after it is gone."""
+
+    def __init__(self) -> None:
+        self.start = self.high = rss_kib(os.getpid())
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.002):
+            self.high = max(self.high, rss_kib(os.getpid()))
+
+    def __enter__(self) -> RssWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.high = max(self.high, rss_kib(os.getpid()))
+
+    @property
+    def growth(self) -> int:
+        return self.high - self.start
 
 
 def others_still_served(imap: ImapEnv) -> None:
@@ -120,24 +155,23 @@ async def test_capability_announces_literal_plus_and_appendlimit(imap: ImapEnv) 
 @pytest.mark.parametrize("size", [99_999_999_999, 4_294_967_296, PRE_AUTH_MAX_LITERAL + 1])
 async def test_huge_synchronizing_literal_before_login_is_refused_without_reading(imap: ImapEnv, size: int) -> None:
     """A huge {n} before login gets NO [TOOBIG] naming size and limit, no '+', no memory; the session goes on."""
-    before = peak_kib()
     def go() -> tuple[list[bytes], list[bytes]]:
         r = Raw(imap.port)
         refused = r.cmd(f"LOGIN {ALICE} {{{size}}}")
         after = r.cmd(f'LOGIN {ALICE} "{PASSWORD}"')
         r.close()
         return refused, after
-    refused, after = await imap.run(go)
+    with RssWatch() as watch:
+        refused, after = await imap.run(go)
     assert refused == [b"t1 NO [TOOBIG] Literal of %d octets is over the limit of %d" % (size, PRE_AUTH_MAX_LITERAL)]
     assert status(after) == b"OK"
-    assert peak_kib() - before < MAX_GROWTH_KIB
+    assert watch.growth < MAX_GROWTH_KIB
 
 
 async def test_huge_literals_after_login_are_refused_precisely(imap: ImapEnv) -> None:
     """After login, {99999999999}, {4294967296} and message_size + 1 get NO [TOOBIG] with the limit; nothing is read."""
     limit = int(imap.server.config["limits.message_size"])
     sizes = (99_999_999_999, 4_294_967_296, limit + 1)
-    before = peak_kib()
     def go() -> list[list[bytes]]:
         r = login(imap)
         out = [r.cmd(f"APPEND INBOX {{{n}}}") for n in sizes]
@@ -145,12 +179,13 @@ async def test_huge_literals_after_login_are_refused_precisely(imap: ImapEnv) ->
         out.append(r.cmd("SELECT INBOX"))
         r.close()
         return out
-    *refused, select = await imap.run(go)
+    with RssWatch() as watch:
+        *refused, select = await imap.run(go)
     for lines, n in zip(refused, (*sizes, limit + 1), strict=True):
         assert len(lines) == 1
         assert lines[0].split(b" ", 1)[1] == b"NO [TOOBIG] Literal of %d octets is over the limit of %d" % (n, limit)
     assert status(select) == b"OK"
-    assert peak_kib() - before < MAX_GROWTH_KIB
+    assert watch.growth < MAX_GROWTH_KIB
     await imap.run(others_still_served, imap)
 
 
@@ -175,14 +210,14 @@ async def test_oversized_non_synchronizing_literal_gets_bad_and_bye(imap: ImapEn
 async def test_oversized_non_synchronizing_literal_after_login_closes(imap: ImapEnv) -> None:
     """After login, APPEND {message_size+1+} followed by its data is BAD [TOOBIG] + BYE, not an unbounded read."""
     limit = int(imap.server.config["limits.message_size"])
-    before = peak_kib()
     def go() -> bytes:
         r = login(imap)
         r.send(b"a APPEND INBOX {%d+}\r\n" % (limit + 1) + b"x" * 65536)
         return rest(r)
-    out = await imap.run(go)
+    with RssWatch() as watch:
+        out = await imap.run(go)
     assert out.startswith(b"a BAD [TOOBIG] Literal of %d octets is over the limit of %d\r\n* BYE " % (limit + 1, limit))
-    assert peak_kib() - before < MAX_GROWTH_KIB
+    assert watch.growth < MAX_GROWTH_KIB
     await imap.run(others_still_served, imap)
 
 
@@ -282,3 +317,66 @@ async def test_too_many_search_keys_is_bad(imap: ImapEnv) -> None:
     assert many[-1].split(b" ", 1)[1] == b"BAD Too many search keys (the limit is %d)" % MAX_SEARCH_KEYS
     assert most[0] == b"* SEARCH 1" and status(most) == b"OK"
     assert status(after) == b"OK"
+
+
+@pytest.mark.parametrize("fetch", [
+    b"FETCH 1 BODY[" + b"1." * 5_000 + b"1]",
+    b"FETCH 1 BODY[" + b"1." * MAX_PART_DEPTH + b"1]",
+    b"FETCH 1 (" * 5_000 + b"FLAGS" + b")" * 5_000,
+    b"FETCH 1 BODY[HEADER.FIELDS (" + b"(" * 5_000 + b"]",
+    b"FETCH 1 BINARY[1]<0.4294967295>",
+    b"FETCH 1 BINARY.PEEK[]<4294967295.10>",
+])
+async def test_nested_or_unsupported_fetch_items_are_bad(imap: ImapEnv, fetch: bytes) -> None:
+    """Over-deep section part paths, nested FETCH lists and BINARY (not advertised) get BAD; the session goes on."""
+    await imap.deliver(ALICE, message("one"))
+    def go() -> tuple[list[bytes], list[bytes]]:
+        r = login(imap)
+        r.cmd("SELECT INBOX")
+        out = r.cmd(fetch)
+        after = r.cmd("FETCH 1 UID")
+        r.close()
+        return out, after
+    out, after = await imap.run(go)
+    assert len(out) == 1 and status(out) == b"BAD"
+    assert after == [b"* 1 FETCH (UID 1)", b"t4 OK FETCH completed"]
+
+
+async def test_too_many_fetch_items_is_bad(imap: ImapEnv) -> None:
+    """More than MAX_FETCH_ATTRS items (5,000 x BODY[]) is BAD, not a response of 5,000 copies of the message."""
+    await imap.deliver(ALICE, message("one", body="x" * 10_000 + "\r\n"))
+    def go() -> tuple[list[bytes], list[bytes], list[bytes]]:
+        r = login(imap)
+        r.cmd("SELECT INBOX")
+        many = r.cmd(b"FETCH 1 (" + b" ".join([b"BODY.PEEK[]"] * 5_000) + b")")
+        most = r.cmd(b"FETCH 1 (" + b" ".join([b"BODY.PEEK[]<%d.1>" % i for i in range(MAX_FETCH_ATTRS)]) + b")")
+        after = r.cmd("NOOP")
+        r.close()
+        return many, most, after
+    many, most, after = await imap.run(go)
+    assert many[-1].split(b" ", 1)[1] == b"BAD Too many fetch items (the limit is %d)" % MAX_FETCH_ATTRS
+    assert status(most) == b"OK" and most[0].startswith(b"* 1 FETCH (BODY[]<0> {1}")
+    assert status(after) == b"OK"
+
+
+async def test_many_large_sections_are_sent_one_at_a_time(imap: ImapEnv) -> None:
+    """MAX_FETCH_ATTRS sections of a 2 MiB message (128 MiB of response) are streamed: one section in memory at a time."""
+    size = 2 * 1024 * 1024
+    await imap.deliver(ALICE, message("big", body=("x" * 998 + "\r\n") * (size // 1000)))
+    items = b" ".join(b"BODY.PEEK[]<%d.%d>" % (i, size) for i in range(MAX_FETCH_ATTRS))
+    def go() -> int:
+        r = login(imap)
+        r.cmd("SELECT INBOX")
+        r.send(b"a FETCH 1 (" + items + b")\r\n")
+        total, tail = 0, b""
+        while not tail.endswith(b"\r\na OK FETCH completed\r\n"):
+            chunk = r.sock.recv(1 << 20)
+            assert chunk, "closed"
+            total += len(chunk)
+            tail = (tail + chunk)[-64:]
+        r.close()
+        return total
+    with RssWatch() as watch:
+        total = await imap.run(go)
+    assert total > MAX_FETCH_ATTRS * (size - MAX_FETCH_ATTRS)
+    assert watch.growth < MAX_GROWTH_KIB

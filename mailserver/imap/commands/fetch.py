@@ -12,7 +12,7 @@ index (:func:`mime.envelope_wire`).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from mailserver.imap import mime
@@ -69,56 +69,83 @@ def render(
     envelope: bytes | None = None,
     flag_lists: dict[frozenset[str], bytes] | None = None,
 ) -> bytes:
-    """One ``* n FETCH (...)`` response line (literals included).
+    """One ``* n FETCH (...)`` response line (literals included): :func:`render_pieces` joined.
 
     ``envelope`` (when given) is the ENVELOPE wire string, so ``index`` may be None
     for a FETCH whose only index item is ENVELOPE; ``flag_lists`` caches the encoded
     flag list of each flag set across the messages of one FETCH.
     """
-    items: list[bytes] = []
-    names = set()
+    return b"".join(render_pieces(seq, meta, attrs, index, raw, flags_changed,
+                                  envelope=envelope, flag_lists=flag_lists))
+
+
+def render_pieces(
+    seq: int,
+    meta: MessageMeta,
+    attrs: tuple[p.FetchAttr, ...],
+    index: mime.MessageIndex | None,
+    raw: bytes | None,
+    flags_changed: bool,
+    *,
+    envelope: bytes | None = None,
+    flag_lists: dict[frozenset[str], bytes] | None = None,
+) -> Iterator[bytes]:
+    """The ``* n FETCH (...)`` response line in consecutive pieces, each made only when
+    asked for: a literal's octets are a piece of their own, so a caller that sends each
+    piece before taking the next holds one body section at a time, however many the
+    client asked for (arguments as for :func:`render`)."""
+    names = {attr.name for attr in attrs}
     flags = _flag_list(meta.flags, flag_lists)
+    yield b"* %d FETCH (" % seq
+    sep = b""
+    if "UID" in names:
+        yield b"UID %d" % meta.uid
+        sep = b" "
     for attr in attrs:
         name = attr.name
-        names.add(name)
         if attr.section is not None:
             assert index is not None and raw is not None
             data = _section_data(raw, index, attr)
-            items.append(attr.response_name().encode() + b" " + (encode.NIL if data is None else encode.literal(data)))
+            if data is None:
+                yield sep + attr.response_name().encode() + b" " + encode.NIL
+            else:
+                yield sep + attr.response_name().encode() + b" {%d}\r\n" % len(data)
+                yield data
         elif name == "UID":
-            items.insert(0, b"UID %d" % meta.uid)
+            continue
         elif name == "FLAGS":
-            items.append(b"FLAGS " + flags)
+            yield sep + b"FLAGS " + flags
         elif name == "INTERNALDATE":
-            items.append(b"INTERNALDATE " + encode.date_time(meta.internal_date))
+            yield sep + b"INTERNALDATE " + encode.date_time(meta.internal_date)
         elif name == "RFC822.SIZE":
-            items.append(b"RFC822.SIZE %d" % meta.size)
+            yield sep + b"RFC822.SIZE %d" % meta.size
         elif name == "MODSEQ":
-            items.append(b"MODSEQ (%d)" % meta.modseq)
+            yield sep + b"MODSEQ (%d)" % meta.modseq
         elif name == "ENVELOPE":
             if envelope is None:
                 assert index is not None
                 envelope = index.envelope_wire
-            items.append(b"ENVELOPE " + envelope)
+            yield sep + b"ENVELOPE " + envelope
         elif name == "BODY":
             assert index is not None
-            items.append(b"BODY " + index.body_wire)
+            yield sep + b"BODY " + index.body_wire
         elif name == "BODYSTRUCTURE":
             assert index is not None
-            items.append(b"BODYSTRUCTURE " + index.bodystructure_wire)
+            yield sep + b"BODYSTRUCTURE " + index.bodystructure_wire
         elif name == "RFC822":
             assert raw is not None
-            items.append(b"RFC822 " + encode.literal(raw))
-        elif name == "RFC822.HEADER":
+            yield sep + b"RFC822 {%d}\r\n" % len(raw)
+            yield raw
+        elif name in ("RFC822.HEADER", "RFC822.TEXT"):
             assert raw is not None and index is not None
-            items.append(b"RFC822.HEADER " + encode.literal(mime.section_bytes(raw, index, _HEADER) or b""))
-        elif name == "RFC822.TEXT":
-            assert raw is not None and index is not None
-            items.append(b"RFC822.TEXT " + encode.literal(mime.section_bytes(raw, index, _TEXT) or b""))
+            data = mime.section_bytes(raw, index, _HEADER if name == "RFC822.HEADER" else _TEXT) or b""
+            yield sep + name.encode() + b" {%d}\r\n" % len(data)
+            yield data
+        sep = b" "
     if flags_changed and "FLAGS" not in names:
         # RFC 3501 §6.4.5: an implicit \Seen change is reported with the data
-        items.append(b"FLAGS " + flags)
-    return b"* %d FETCH (%s)\r\n" % (seq, b" ".join(items))
+        yield sep + b"FLAGS " + flags
+    yield b")\r\n"
 
 
 def body_groups(metas: list[MessageMeta]) -> list[list[MessageMeta]]:
@@ -269,13 +296,14 @@ async def fetch(s: Session, cmd: p.Fetch) -> str:
                     seq = view.seq_of(meta.uid)
                     if seq is None:
                         continue
-                    line = render(seq, meta, attrs, index, raw, meta.uid in changed,
-                                  envelope=envelope, flag_lists=flag_lists)
-                    if with_body:
-                        s.send(line)
-                        await s.flush()
+                    if with_body:  # piece by piece: one section in memory at a time
+                        for piece in render_pieces(seq, meta, attrs, index, raw, meta.uid in changed,
+                                                   envelope=envelope, flag_lists=flag_lists):
+                            s.send(piece)
+                            await s.flush()
                     else:
-                        out.append(line)
+                        out.append(render(seq, meta, attrs, index, raw, meta.uid in changed,
+                                          envelope=envelope, flag_lists=flag_lists))
             finally:
                 if bodies is not None:
                     bodies.close()

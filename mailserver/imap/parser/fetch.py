@@ -22,6 +22,11 @@ SIMPLE_ATTRS = frozenset({
 SECTION_TEXTS = ("HEADER.FIELDS.NOT", "HEADER.FIELDS", "HEADER", "TEXT", "MIME")
 # Deepest MIME part path accepted (1.2.3...); real messages nest far less.
 MAX_PART_DEPTH = 32
+# Most items in one FETCH (after macros).  Real clients ask for about ten; every body
+# section item repeats (part of) the message in the response, so this bounds how many
+# times one command can make the server send a message (a 64 KiB line holds 5,000
+# "BODY[]", which is 5,000 copies of a 25 MiB message).
+MAX_FETCH_ATTRS = 64
 
 _NAME = re.compile(rb"[A-Za-z0-9.]+")
 _PART = re.compile(rb"[1-9][0-9]{0,9}(?:\.[1-9][0-9]{0,9})*")
@@ -181,6 +186,8 @@ def parse_fetch(cur: Cursor, tag: str, uid: bool) -> Fetch:
             raise ParseError("Expected one CHANGEDSINCE modifier")
         changed_since = mods[0]
     cur.xeol()
+    if len(attrs) > MAX_FETCH_ATTRS:
+        raise ParseError(f"Too many fetch items (the limit is {MAX_FETCH_ATTRS})")
     if uid and not any(a.name == "UID" for a in attrs):
         attrs.append(FetchAttr("UID"))
     if changed_since is not None and not any(a.name == "MODSEQ" for a in attrs):
