@@ -326,10 +326,13 @@ class OutboundQueue(Protocol):
 
     async def record_results(self, entry_id: int, results: Sequence[RecipientResult]) -> None:
         """Record one attempt's per-recipient outcomes (attempts + 1, last error) in one
-        commit. Only pending recipients change; unknown addresses are ignored."""
+        commit. Only pending recipients change; unknown addresses are ignored. When this
+        leaves nothing open (no recipient pending, no failure unnotified), the entry is
+        removed in the same commit: a crash cannot leave a finished entry behind."""
 
     async def mark_notified(self, entry_id: int, addresses: Sequence[str]) -> None:
-        """Record that the sender was told (DSN) about these failed recipients."""
+        """Record that the sender was told (DSN) about these failed recipients; the entry
+        is removed in the same commit when nothing is left open (as in record_results)."""
 
     async def reschedule(self, entry_id: int, next_attempt: datetime, *, warned: bool | None = None) -> None:
         """End a run on the entry: ``attempts`` + 1, next try at ``next_attempt`` (and

@@ -30,6 +30,11 @@ _OPEN = (
 
 _RESULT_STATUSES = frozenset({"delivered", "failed", "pending"})
 
+#: Removes the entry $1 once nothing is left open, in the transaction that settled its
+#: last recipient: were the removal a transaction of its own, a crash between the two
+#: would leave a finished entry that is never claimed (not open) and so never removed.
+_REMOVE_IF_FINISHED = f"DELETE FROM queue q WHERE q.id = $1 AND NOT {_OPEN}"
+
 
 def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
@@ -120,6 +125,7 @@ class PgQueue:
                 [r.address for r in results], [r.status for r in results],
                 [r.error for r in results], entry_id,
             )
+            await conn.execute(_REMOVE_IF_FINISHED, entry_id)
 
         await self._db.transaction(tx)
 
@@ -130,6 +136,7 @@ class PgQueue:
                 " WHERE queue_id = $1 AND address = ANY ($2::text[])",
                 entry_id, list(addresses),
             )
+            await conn.execute(_REMOVE_IF_FINISHED, entry_id)
 
         await self._db.transaction(tx)
 

@@ -33,6 +33,11 @@ _OPEN = (
 
 _RESULT_STATUSES = frozenset({"delivered", "failed", "pending"})
 
+#: Removes the entry ``?`` once nothing is left open, in the commit that settled its last
+#: recipient: were the removal a commit of its own, a crash between the two would leave a
+#: finished entry that is never claimed (not open) and so never removed.
+_REMOVE_IF_FINISHED = f"DELETE FROM queue AS q WHERE q.id = ? AND NOT {_OPEN}"
+
 
 def _encode(value: datetime) -> str:
     """UTC ISO 8601 text: every queue date has the same offset, so text order is time order."""
@@ -120,6 +125,7 @@ class SqliteQueue:
                 " WHERE queue_id = ? AND address = ? AND status = 'pending'",
                 rows,
             )
+            conn.execute(_REMOVE_IF_FINISHED, (entry_id,))
 
         await self._writer().submit(job)
 
@@ -129,6 +135,7 @@ class SqliteQueue:
                 "UPDATE queue_recipients SET notified = 1 WHERE queue_id = ? AND address = ?",
                 [(entry_id, a) for a in addresses],
             )
+            conn.execute(_REMOVE_IF_FINISHED, (entry_id,))
 
         await self._writer().submit(job)
 

@@ -66,18 +66,33 @@ async def test_record_results_per_recipient(store: Store, user: Account) -> None
 
 
 async def test_finished_entries_are_not_claimed(store: Store, user: Account) -> None:
-    """An entry whose recipients are all delivered, or failed and notified, is never claimed."""
+    """An entry whose recipients are all delivered, or failed and notified, is never claimed:
+    it is removed in the commit that notified its last failure."""
     qid = await _queue(store, user.address, "a@remote.test", "b@remote.test")
     await store.queue.record_results(qid, [
         RecipientResult("a@remote.test", "delivered"), RecipientResult("b@remote.test", "failed", "550"),
     ])
     now = datetime.now(UTC) + timedelta(seconds=1)
     assert [e.id for e in await store.queue.claim_due(now, limit=5, lease=LEASE)] == [qid]
-    await store.queue.mark_notified(qid, ["b@remote.test"])
     entry = await store.queue.get_queue_entry(qid)
-    assert entry is not None and entry.recipients[1].notified
+    assert entry is not None and not entry.recipients[1].notified
+    await store.queue.mark_notified(qid, ["b@remote.test"])
+    assert await store.queue.get_queue_entry(qid) is None
     assert await store.queue.claim_due(now + 2 * LEASE, limit=5, lease=LEASE) == []
     assert await store.queue.retry_now(now) == 0
+
+
+async def test_entry_is_removed_with_its_last_result(store: Store, user: Account) -> None:
+    """The result that delivers the last pending recipient removes the entry in the same commit,
+    so a crash before a separate removal cannot leave a finished entry in the queue forever."""
+    qid = await _queue(store, user.address, "a@remote.test", "b@remote.test")
+    await store.queue.record_results(qid, [RecipientResult("a@remote.test", "delivered")])
+    entry = await store.queue.get_queue_entry(qid)
+    assert entry is not None and [r.status for r in entry.recipients] == ["delivered", "pending"]
+    await store.queue.record_results(qid, [RecipientResult("b@remote.test", "delivered")])
+    assert await store.queue.get_queue_entry(qid) is None
+    assert await store.queue.list_queue() == []
+    assert await store.queue.remove_queue_entry(qid) is False  # the worker's own removal finds nothing
 
 
 async def test_reschedule_counts_runs_and_sets_warning(store: Store, user: Account) -> None:
