@@ -65,6 +65,10 @@ OPEN_LINE_LIMIT = AUTH_LINE_LIMIT + 2
 #: Seconds a 421 may take to reach a client that does not read before the socket is
 #: aborted (close() alone waits for the send buffer to drain, forever if nobody reads).
 CLOSE_GRACE_SECONDS = 5.0
+#: Seconds a connection cut on plain TCP keeps reading (and dropping) what the client
+#: still sends after our 421 and FIN: a socket closed with unread input sends RST, and
+#: an RST can make the client lose the 421 it has not read yet.
+LINGER_SECONDS = 1.0
 #: How often a deadline that passed during a commit is looked at again.
 COMMIT_RECHECK_SECONDS = 0.5
 _ENHANCED = re.compile(r"^[245]\d\d[ -][245]\.\d{1,3}\.\d{1,3}( |$)")
@@ -336,9 +340,16 @@ class SmtpProtocol(SMTP):
         if self._committing:  # see smtp_DATA: never cut a commit
             self.loop.call_later(COMMIT_RECHECK_SECONDS, self._close_with, reply, why)
             return
-        self._closing = True
+        self._closing = True  # from now on input is dropped and replies are not sent
         log.info("SMTP %s: %s; closing", self.client_ip, why)
         transport.write(reply.line().encode() + b"\r\n")
+        if transport.can_write_eof():  # plain TCP: FIN now, close once the client had time
+            transport.write_eof()
+            self.loop.call_later(LINGER_SECONDS, self._stop, transport)
+        else:  # TLS: close() sends close_notify after the 421
+            self._stop(transport)
+
+    def _stop(self, transport: asyncio.BaseTransport) -> None:
         if self._handler_coroutine is not None:
             self._handler_coroutine.cancel()
         self._close_soon(transport)
@@ -385,6 +396,8 @@ class SmtpProtocol(SMTP):
             return False
 
     async def push(self, status: str | bytes) -> None:
+        if self._closing:
+            return  # a command still running when the connection was cut: its reply is moot
         data = with_enhanced_code(status).encode("utf-8") if isinstance(status, str) else status
         await super().push(data)
 
