@@ -183,6 +183,11 @@ def parse_mailbox(text: str) -> Mailbox:
     §4.5.3.1.2's 255), a label over 63, or the mailbox over 254 (§4.5.3.1.3: the path,
     brackets included, is at most 256).
     """
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # octets that were not UTF-8, kept as surrogate escapes
+            raise InvalidAddress(f"{text!r} is not UTF-8 (RFC 6531 §3.3)") from None
     if text.startswith('"'):
         m = _QUOTED_STRING.match(text)
         end = m.end() if m else -1

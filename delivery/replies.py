@@ -74,6 +74,7 @@ R421_4_3_2_SHUTTING_DOWN = Reply(421, "4.3.2", "Service shutting down, try again
 R421_4_4_2_TIMEOUT = Reply(421, "4.4.2", "Timeout exceeded, closing connection")
 R421_4_7_0_TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections from your address")
 R421_4_7_0_LINE_TOO_LONG = Reply(421, "4.7.0", "Line too long, closing connection")
+R421_4_7_0_TOO_MANY_UNRECOGNIZED = Reply(421, "4.7.0", "Too many unrecognized commands, closing connection")
 R451_4_3_0_LOCAL_ERROR = Reply(451, "4.3.0", "Local error in processing, try again later")
 R452_4_5_3_TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Too many recipients")  # RFC 5321 §4.5.3.1.10
 # RFC 5321 §4.2.3 452 "insufficient system storage"; RFC 3463 X.3.1 "mail system full".

@@ -33,7 +33,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, Envelope, Session, TLSSetupException
 
 from auth.addresses import InvalidAddress, parse_mailbox
 from auth.login import Principal
@@ -142,21 +142,37 @@ def _b64(text: str) -> bytes | None:
         return None
 
 
-def with_enhanced_code(status: str) -> str:
+def with_enhanced_code(status: str, *, greeting: bool = False) -> str:
     """``status`` with an enhanced status code when it is a 2xx/4xx/5xx reply without
-    one (aiosmtpd's own replies); RFC 2034 §3 asks for one in every such reply once
-    ENHANCEDSTATUSCODES is offered. The greeting and 334/354 are left alone."""
-    if _ENHANCED.match(status) or len(status) < 4 or status[:3] in ("220", "334", "354"):
+    one (aiosmtpd's own replies, e.g. its "220 Ready to start TLS"); RFC 2034 §3 asks
+    for one in every such reply once ENHANCEDSTATUSCODES is offered, except the
+    ``greeting``. 334/354 are left alone (RFC 3463 has no 3xx class)."""
+    if greeting or _ENHANCED.match(status) or len(status) < 4 or status[:3] in ("334", "354"):
         return status
     code = status[:3]
     if not code.isdigit() or code[0] not in "245":
         return status
     enhanced = {
-        "221": "2.0.0", "250": "2.0.0", "252": "2.5.0", "500": "5.5.2", "501": "5.5.4",
+        "220": "2.0.0", "221": "2.0.0", "250": "2.0.0", "252": "2.5.0", "500": "5.5.2", "501": "5.5.4",
         "502": "5.5.1", "503": "5.5.1", "504": "5.5.4", "530": "5.7.0", "552": "5.3.4",
         "554": "5.0.0", "421": "4.3.2",
     }.get(code, f"{code[0]}.0.0")
     return f"{code}{status[3]}{enhanced} {status[4:]}"
+
+
+#: What aiosmtpd says before it closes the connection after BOGUS_LIMIT unknown
+#: commands; a server that closes must say 421 (RFC 5321 §3.8), so that goes instead.
+_AIOSMTPD_BOGUS_GOODBYE = "502 5.5.1 Too many unrecognized commands"
+#: Characters a reply line cannot carry (RFC 5321 §4.2: one line of text, then CRLF).
+_NOT_TEXT = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+
+
+def reply_text(line: str) -> str:
+    """``line`` fit to send as one reply line: client text echoed in a reply (an unknown
+    parameter, an address) cannot bring CR, LF or other controls into it, nor the
+    undecodable octets aiosmtpd keeps as surrogate escapes (they raised
+    UnicodeEncodeError, and the command ended in 451); each becomes "?"."""
+    return _NOT_TEXT.sub("?", line)
 
 
 class SmtpProtocol(SMTP):
@@ -193,6 +209,7 @@ class SmtpProtocol(SMTP):
         self._data_started: float | None = None  # while DATA content is being read
         self._data_bytes = 0
         self._committing = False  # between the end of DATA and its reply
+        self._greeted = False  # the first line pushed is the greeting
         kwargs.setdefault("timeout", self._deadlines.idle)
         super().__init__(
             handler,
@@ -217,6 +234,12 @@ class SmtpProtocol(SMTP):
         sent), never aiosmtpd's "500 Error: (Type) detail" that names internals and
         makes senders bounce the mail. The session stays usable."""
         peer = self.session.peer if self.session is not None else None
+        if isinstance(error, TLSSetupException):
+            # The client's side of a STARTTLS handshake failed (it went away, or spoke
+            # clear text): not a server error. aiosmtpd closes the connection and sends
+            # nothing, so no reply text is needed.
+            log.info("SMTP %r: TLS handshake after STARTTLS failed: %r", peer, error.__cause__)
+            return ""
         log.error("SMTP %r: unexpected error in a command", peer, exc_info=error)
         return R.R451_4_3_0_LOCAL_ERROR.line()
 
@@ -398,8 +421,15 @@ class SmtpProtocol(SMTP):
     async def push(self, status: str | bytes) -> None:
         if self._closing:
             return  # a command still running when the connection was cut: its reply is moot
-        data = with_enhanced_code(status).encode("utf-8") if isinstance(status, str) else status
-        await super().push(data)
+        greeting, self._greeted = not self._greeted, True
+        if isinstance(status, str):
+            if status.startswith(_AIOSMTPD_BOGUS_GOODBYE):
+                status = R.R421_4_7_0_TOO_MANY_UNRECOGNIZED.line()
+            line = with_enhanced_code(status, greeting=greeting)
+            if not (line.isascii() and line.isprintable()):
+                line = reply_text(line)
+            status = line.encode("utf-8")
+        await super().push(status)
 
     async def reply(self, reply: Reply) -> None:
         await self.push(reply.line())
@@ -542,6 +572,15 @@ class SmtpProtocol(SMTP):
         except UnicodeDecodeError:
             await self.reply(R.R501_5_5_2_CANNOT_DECODE)
             return None
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """aiosmtpd's path parser, with every parse failure a refusal: the ``email``
+        header parser it calls raises IndexError (not HeaderParseError) for a path cut
+        after the ``@`` (``<bob@``), which ended as a temporary 451 the sender retries."""
+        try:
+            return super()._getaddr(arg)
+        except (IndexError, ValueError):
+            return None, None
 
     def _path(self, arg: str | None, keyword: str) -> tuple[str, list[str]] | Reply:
         """Parse ``FROM:<path> params`` / ``TO:<path> params`` (RFC 5321 §4.1.2).
