@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 import threading
 import time
 
@@ -506,3 +507,35 @@ async def test_many_idle_sessions_all_see_new_mail_with_bounded_memory(imap: Ima
           f"EXISTS to all {fanout:.2f} s after DATA")
     assert per_session < IDLE_KIB_CEILING
     await imap.run(others_still_served, imap)
+
+
+#: Idle IMAPS connections in the CI test, and the ceiling on RSS growth per connection
+#: in KiB. Both ends of each connection live in this process: with asyncio's default TLS
+#: read buffer (256 KiB per end) that was over 500 KiB, with mailserver.tls.TLS_READ_BUFFER
+#: about 100 (the daemon alone: 286 and 46 KiB, bench/abuse/idle_connections.py --tls).
+TLS_IDLE = 100
+TLS_IDLE_KIB_CEILING = 250
+
+
+async def _greeted(port: int, ctx: ssl.SSLContext) -> asyncio.StreamWriter:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname="mail.example.test")
+    assert (await reader.readline()).startswith(b"* OK")
+    return writer
+
+
+@pytest.mark.config(imap__max_connections_per_address=TLS_IDLE + 10)
+async def test_idle_imaps_connections_do_not_keep_a_256_kib_buffer_each(imap: ImapEnv) -> None:
+    """100 idle IMAPS connections cost under TLS_IDLE_KIB_CEILING KiB of RSS each (both ends counted)."""
+    ctx = imap.server.client_ssl_context()
+    before = rss_kib(os.getpid())
+    writers: list[asyncio.StreamWriter] = []
+    try:
+        for _ in range(0, TLS_IDLE, 50):
+            writers += await asyncio.wait_for(asyncio.gather(*(_greeted(imap.imaps_port, ctx) for _ in range(50))), 60)
+        after = rss_kib(os.getpid())
+    finally:
+        for w in writers:
+            w.close()
+    per_connection = (after - before) / TLS_IDLE
+    print(f"{TLS_IDLE} idle IMAPS connections: {per_connection:.1f} KiB each (both ends in one process)")
+    assert per_connection < TLS_IDLE_KIB_CEILING
