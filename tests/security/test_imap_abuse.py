@@ -25,8 +25,9 @@ from tests.smtp.client import RawSmtp
 
 __all__ = ["imap"]  # the fixture, imported for this package
 
-#: Most the daemon's peak RSS may grow while a case runs: far below any announced size
-#: (gigabytes), far above what parsing a 64 KiB line costs.
+#: Most the process's RSS (daemon in-process) may grow while a case runs, sampled by
+#: RssWatch: far below any announced size (gigabytes), far above what parsing a 64 KiB
+#: line or holding one section of a 2 MiB message costs.
 MAX_GROWTH_KIB = 64 * 1024
 
 
