@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 #: visited set already stops cycles, the depth bounds the work a deep chain can cause.
 MAX_LIST_DEPTH = 10
 
+#: The local part every SMTP server must accept for each of its domains (RFC 5321 §4.5.1).
+POSTMASTER = "postmaster"
+
 
 @dataclass(frozen=True, slots=True)
 class SenderContext:
@@ -110,13 +113,19 @@ class Router:
         *,
         max_depth: int = MAX_LIST_DEPTH,
         list_bounce_sender: Callable[[str], str | None] | None = None,
+        postmaster: str | None = None,
     ) -> None:
         """``list_bounce_sender(address)`` returns the original sender behind a list's
         bounce address (:mod:`delivery.outbound.bounces`), or None when ``address`` is
-        not a valid one; without it, bounce addresses are unknown users."""
+        not a valid one; without it, bounce addresses are unknown users.
+
+        ``postmaster`` is where mail for the bare ``Postmaster`` recipient and for
+        ``postmaster@<local domain>`` without an account of its own goes (RFC 5321
+        §4.5.1 requires both to be accepted); None: they are unknown users."""
         self.directory = directory if isinstance(directory, CachedDirectory) else CachedDirectory(directory)
         self._max_depth = max_depth
         self._list_bounce_sender = list_bounce_sender
+        self._postmaster = normalize_address(postmaster) if postmaster else None
 
     async def local_domains(self) -> frozenset[str]:
         """The local domains, as of the current snapshot."""
@@ -128,6 +137,8 @@ class Router:
     async def resolve(self, address: str, sender: SenderContext) -> Resolution:
         """Resolve one RCPT TO address for ``sender``. Never raises for bad input."""
         snap = await self.directory.snapshot()
+        if address.strip().lower() == POSTMASTER and self._postmaster:
+            address = self._postmaster  # RFC 5321 §4.5.1: "Postmaster" without a domain
         try:
             # RFC 5321 §4.1.2: split as a Mailbox, so that "%", "!" and a quoted "@" stay
             # inside the local part and never become a route (RFC 5321 §2.3.11).
@@ -147,6 +158,9 @@ class Router:
         except InvalidAddress:
             return Rejection(R.R550_5_1_1_USER_UNKNOWN.format(address=_printable(address)))
         account = snap.resolve(normal)
+        if account is None and self._postmaster and normal.partition("@")[0] == POSTMASTER:
+            # RFC 5321 §4.5.1: postmaster@ every local domain, to the one postmaster.
+            account = snap.resolve(self._postmaster)
         if account is None:
             original = self._list_bounce_sender(normal) if self._list_bounce_sender else None
             if original is not None:

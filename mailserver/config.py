@@ -70,6 +70,7 @@ def _listener_keys() -> list[Key]:
 SCHEMA: tuple[Key, ...] = (
     Key("server.hostname", "str", REQUIRED, "Name of this server: SMTP greeting, Received: headers, self-signed certificate."),
     Key("server.domain", "str", REQUIRED, "Primary local domain, created in the store on first start. More with `mailserver domain add`."),
+    Key("server.postmaster", "str", "", "Mailbox that receives mail for `Postmaster` and postmaster@ every local domain without its own account (RFC 5321 §4.5.1). Empty: postmaster@<server.domain>, created as a shared mailbox on first start if missing (grant Full Access to whoever reads it)."),
     Key("server.data_dir", "path", "data", "Folder for the database and generated TLS files (relative to this file)."),
     Key("server.log_format", ("text", "json"), "text", "Log lines on stderr: plain text or one JSON object per line."),
     Key("server.log_level", ("debug", "info", "warning", "error"), "info", "Lowest level that is logged."),
@@ -153,6 +154,11 @@ class Config:
     @property
     def domain(self) -> str:
         return str(self.values["server.domain"]).lower()
+
+    @property
+    def postmaster(self) -> str:
+        """The postmaster's mailbox (server.postmaster, or postmaster@<server.domain>)."""
+        return str(self.values["server.postmaster"]).strip().lower() or f"postmaster@{self.domain}"
 
     @property
     def data_dir(self) -> Path:

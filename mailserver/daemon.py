@@ -116,6 +116,20 @@ async def open_services(config: Config, hasher: PasswordHasher | None = None) ->
     return store, accounts, hasher
 
 
+async def _ensure_postmaster(config: Config, accounts: AccountService) -> None:
+    """RFC 5321 §4.5.1: mail to postmaster must be deliverable. With server.postmaster
+    empty, create postmaster@<server.domain> as a shared mailbox when nothing answers
+    to that address yet (an operator's own user, alias or list there wins)."""
+    if str(config["server.postmaster"]).strip():
+        return
+    try:
+        if await accounts.directory.resolve(config.postmaster) is None:
+            await accounts.add_shared(config.postmaster, "Postmaster")
+            log.info("created the shared mailbox %s for mail to postmaster (RFC 5321 §4.5.1)", config.postmaster)
+    except (AccountError, StorageError) as e:
+        raise StartupError(f"postmaster: {e}") from None
+
+
 class Daemon:
     """Runs the listeners named in the config. Use ``await start()`` then ``await stop()``,
     or :meth:`run` for the signal-driven main loop."""
@@ -150,6 +164,7 @@ class Daemon:
                 except AccountError as e:
                     raise StartupError(f"demo: {e}") from None
                 print("\n".join(lines), flush=True)
+            await _ensure_postmaster(config, accounts)
             await self._start_listeners(app)
             if config["outbound.enabled"]:
                 from mailserver.outbound import OutboundConfigError, start_worker

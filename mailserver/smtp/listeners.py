@@ -42,7 +42,8 @@ def _router(app: App) -> Router:
     router = _ROUTERS.get(app)
     if router is None:
         router = _ROUTERS[app] = Router(
-            CachedDirectory(app.store.directory), list_bounce_sender=list_bounce_decoder(app.config)
+            CachedDirectory(app.store.directory), list_bounce_sender=list_bounce_decoder(app.config),
+            postmaster=app.config.postmaster,
         )
     return router
 

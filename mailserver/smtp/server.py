@@ -599,6 +599,8 @@ class SmtpProtocol(SMTP):
         rest = rest.lstrip()
         if rest.startswith("<>"):
             return "", rest[2:].split()
+        if not sender and rest[:12].lower() == "<postmaster>":
+            return "postmaster", rest[12:].split()  # RFC 5321 §4.1.1.3: "Postmaster" without a domain
         simple = simple_path(rest)
         if simple is not None and not (
             self.local_part_limit and len(simple[0].rpartition("@")[0]) > self.local_part_limit
