@@ -17,6 +17,7 @@ import secrets
 from dataclasses import dataclass, field
 
 from auth.addresses import InvalidAddress, normalize_address
+from auth.login import may_log_in
 from delivery import message
 from delivery import replies as R
 from delivery.mime_index import build_index
@@ -120,6 +121,11 @@ class Delivery:
         # committed before this MAIL FROM, by this process or another (the CLI).
         await self.router.directory.refresh()
         if user is not None:
+            # Disabling, unlicensing or removing a user ends what its open sessions may do
+            # at their next transaction, not only its next login.
+            current = (await self.router.directory.snapshot()).resolve(user.address)
+            if current is None or current.id != user.id or not may_log_in(current):
+                raise ReplyError(R.R530_5_7_0_LOGIN_REVOKED)
             await check_envelope_sender(self.router.directory, user, mail_from)
         try:
             normal = normalize_address(mail_from) if mail_from else ""

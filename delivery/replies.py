@@ -100,6 +100,9 @@ R503_5_5_1_ALREADY_AUTHENTICATED = Reply(503, "5.5.1", "Already authenticated")
 R503_5_5_1_AUTH_IN_TRANSACTION = Reply(503, "5.5.1", "AUTH not allowed during a mail transaction")  # RFC 4954 §4
 R504_5_5_4_AUTH_MECHANISM = Reply(504, "5.5.4", "Unrecognized authentication type")
 R530_5_7_0_AUTH_REQUIRED = Reply(530, "5.7.0", "Authentication required")  # RFC 4954 §6
+# The session's login stopped being valid (user disabled, unlicensed or removed since
+# AUTH): the client must authenticate again, which then fails like a wrong password.
+R530_5_7_0_LOGIN_REVOKED = Reply(530, "5.7.0", "Authentication required: this login is no longer valid")
 R535_5_7_8_AUTH_INVALID = Reply(535, "5.7.8", "Authentication credentials invalid")  # RFC 4954 §6
 R538_5_7_11_ENCRYPTION_REQUIRED = Reply(538, "5.7.11", "Encryption required for requested authentication mechanism")
 # RFC 5321 §4.1.2 path syntax; RFC 3463 §3.2: X.1.3 for a recipient, X.1.7 for the sender.

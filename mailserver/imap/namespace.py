@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from auth.login import Principal
+from auth.login import Principal, may_log_in
 from auth.permissions import can_open
 from mailserver.imap.responses import nonexistent
 from storage.interfaces import Store
@@ -95,22 +95,27 @@ class Namespace:
             raise nonexistent()
         return ref, folder
 
-    async def still_allowed(self) -> bool:
-        """False once a delegate session lost Full Access on its mailbox."""
-        if not self.principal.delegated:
-            return True
-        return await can_open(self._store.directory, self.principal.user, self.principal.mailbox)
+    async def refusal(self) -> str | None:
+        """Why this session may no longer act, or None while it may: its user can no
+        longer log in (disabled, unlicensed or removed since LOGIN), or a delegate
+        session lost Full Access on its mailbox. Read from the store on every call."""
+        user = await self._store.directory.get_account_by_id(self.principal.user.id)
+        if user is None or not may_log_in(user):
+            return "This login is no longer valid"
+        if self.principal.delegated and not await can_open(self._store.directory, user, self.principal.mailbox):
+            return "Access to this mailbox was revoked"
+        return None
 
     async def can_open_account(self, account: Account) -> bool:
         """True when the user may (still) open ``account``'s folders."""
         if account.id == self.principal.mailbox.id:
-            return await self.still_allowed()
+            return await self.refusal() is None
         return await can_open(self._store.directory, self.principal.user, account)
 
     async def can_open_account_id(self, account_id: int) -> bool:
         """:meth:`can_open_account` by account id (False once the account is gone)."""
         if account_id == self.principal.mailbox.id:
-            return True  # checked by still_allowed
+            return True  # checked by refusal()
         account = await self._store.directory.get_account_by_id(account_id)
         return account is not None and await can_open(self._store.directory, self.principal.user, account)
 

@@ -314,11 +314,13 @@ class Session:
             pass
 
     async def _check_access(self, cmd: p.Command) -> None:
-        """Re-check rights on every command: a revoked grant counts at once."""
+        """Re-check the login and rights on every command: disabling or unlicensing the
+        user, or revoking a grant, counts at once (BYE, or [CLOSED] for a Shared/ folder)."""
         if self.namespace is None:
             return
-        if not await self.namespace.still_allowed():
-            await self.bye("Access to this mailbox was revoked")
+        refusal = await self.namespace.refusal()
+        if refusal is not None:
+            await self.bye(refusal)
         if self.view is not None and not await self.namespace.can_open_account_id(self.view.folder.account_id):
             self.close_view()
             self.send(f"* OK [{CLOSED}] Access to the selected mailbox was revoked\r\n".encode())
@@ -439,5 +441,8 @@ class Session:
             elif not done:
                 if loop.time() >= deadline:
                     await self.bye("IDLE timed out")  # RFC 2177: the client re-issues IDLE in time
+                refusal = await self.namespace.refusal() if self.namespace is not None else None
+                if refusal is not None:
+                    await self.bye(refusal)  # disabled, unlicensed or revoked while idling
                 self.send(b"* OK Still here\r\n")
                 await self.flush(True)

@@ -656,6 +656,12 @@ class SmtpProtocol(SMTP):
             await self.reply(R.R553_5_6_7_SMTPUTF8_REQUIRED)
             return
         reply, txn = await self.mail_handler.mail(address, self._sess().principal)
+        if reply is R.R530_5_7_0_LOGIN_REVOKED:
+            # The user was disabled, unlicensed or removed since AUTH: forget the login so
+            # the client may AUTH again (and be refused like any wrong password).
+            self._sess().principal = None
+            self._sess().authenticated = False
+            self._sess().login_data = None
         if txn is not None:
             self.txn = txn
             self._env().mail_from = address
