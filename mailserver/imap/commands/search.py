@@ -134,6 +134,8 @@ class _Matcher:
                     if not value:
                         return name in index.search_fields
                     return mime.matches_text(b"", index, value, name.upper())
+                if not field:  # HEADER "" x: no field has an empty name (RFC 5322 §3.6.8)
+                    return False
                 assert raw is not None
                 return mime.matches_text(raw, index, value, "HEADER", field)
             case p.SearchBody(value=value):
