@@ -42,13 +42,16 @@ async def test_background_checkpoint_moves_deliveries_into_the_database_file(tmp
             return int(conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
 
         assert await store.writer.submit(autocheckpoint) == WRITER_AUTOCHECKPOINT_PAGES
+        # The batch that crossed CHECKPOINT_PAGES (9 or 10 messages, depending on when the
+        # checkpointer looked) lands in the main file; the writer alone would leave 0 there.
+        # The rest stays in the WAL until the next full batch.
         found = -1
-        for _ in range(100):
+        for _ in range(400):  # up to 20 s on a loaded machine
             found = _messages_in_main_file(path, tmp_path / "copy.sqlite3")
-            if found >= count - 2:
+            if found >= count // 2:
                 break
             await asyncio.sleep(0.05)
-        assert found >= count - 2
+        assert found >= count // 2
     finally:
         await store.close()
 
