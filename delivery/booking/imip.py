@@ -66,7 +66,8 @@ def _first_address(value: str) -> str:
 def read(body: bytes) -> ImipMessage | None:
     """The calendar carried by ``body``, or None when it has no calendar part.
 
-    Raises MalformedCalendar when a calendar part exists but is not iCalendar.
+    Raises MalformedCalendar when a calendar part exists but is not iCalendar, or
+    holds a property value that cannot be read (RFC 5545 §3.3 value types).
     """
     msg = email.message_from_bytes(body, policy=email.policy.compat32)
     parts = _parts(msg)
@@ -86,6 +87,9 @@ def read(body: bytes) -> ImipMessage | None:
         raise MalformedCalendar(f"not iCalendar: {err}") from None
     if not isinstance(calendar, icalendar.Calendar):
         raise MalformedCalendar("no VCALENDAR object")
+    broken = _broken_property(calendar)
+    if broken:
+        raise MalformedCalendar(f"unreadable {broken} value")
     method = str(calendar.get("METHOD", "") or chosen.get_param("method") or "").strip().upper()
     return ImipMessage(
         method=method,
@@ -94,6 +98,20 @@ def read(body: bytes) -> ImipMessage | None:
         message_id=_header(msg, "Message-ID"),
         from_address=_first_address(_header(msg, "From")),
     )
+
+
+def _broken_property(calendar: icalendar.Calendar) -> str:
+    """The name of the first property whose value icalendar could not read, "" if none.
+
+    icalendar keeps such a value as ``vBroken`` text and raises only when it is used
+    (``DTSTART:garbage`` then fails at ``.dt``, deep in booking); a request is read
+    whole or not at all, so the attendant never meets one half-way through."""
+    for component in calendar.walk():
+        for name, value in component.items():
+            for v in value if isinstance(value, list) else [value]:
+                if isinstance(v, icalendar.vBroken):
+                    return f"{component.name} {name}"
+    return ""
 
 
 def _header(msg: Message, name: str) -> str:

@@ -8,10 +8,14 @@ Pure and CPU-bound: callers run it off the event loop.
 from __future__ import annotations
 
 import itertools
+import sys
+import time
 import zoneinfo
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
-from typing import Any
+from types import FrameType
+from typing import Any, TypeVar
 
 import icalendar
 import recurring_ical_events
@@ -22,6 +26,15 @@ from storage.types import BusyInterval
 #: window Exchange allows (1080 days) fits; the cap bounds the CPU and memory one
 #: request (or one CalDAV PUT of an endless series) can cost.
 MAX_INSTANCES = 1500
+
+#: CPU seconds (of the calling thread) one expansion may take. The library walks every
+#: period from DTSTART, and up to the year 9999 for a rule that never matches:
+#: FREQ=DAILY;BYMONTH=2;BYMONTHDAY=30 took 8 s, FREQ=MINUTELY from a DTSTART a few years
+#: back 30 s, FREQ=SECONDLY hours, each holding a worker thread (and the room's booking
+#: lock). A real meeting expands in milliseconds (1,500 daily instances: 0.2 s).
+EXPANSION_BUDGET_SECONDS = 1.0
+
+T = TypeVar("T")
 
 #: How far back busy intervals are kept for a stored event: free/busy of the last
 #: weeks is still asked for; older instances only cost rows.
@@ -88,17 +101,47 @@ def _instance(event: Any, tz: tzinfo) -> Instance | None:
     )
 
 
+class ExpansionTooCostly(Exception):
+    """An expansion used up :data:`EXPANSION_BUDGET_SECONDS`."""
+
+
+def _within_budget(work: Callable[[], T], seconds: float) -> T:
+    """``work()``, stopped with ExpansionTooCostly once this thread has spent
+    ``seconds`` of CPU in it. The check runs on every Python function call (the
+    library's loops call helpers each period), through the thread's trace hook; a hook
+    already set (a debugger, coverage) is kept and still called."""
+    deadline = time.thread_time() + seconds
+    previous = sys.gettrace()
+
+    def check(frame: FrameType, event: Any, arg: Any) -> Any:
+        if time.thread_time() > deadline:
+            raise ExpansionTooCostly(f"more than {seconds:g} s of CPU")
+        return previous(frame, event, arg) if previous is not None else None
+
+    sys.settrace(check)
+    try:
+        return work()
+    finally:
+        sys.settrace(previous)
+
+
 def expand(calendar: icalendar.Calendar, tz: tzinfo, start: datetime, end: datetime,
            *, limit: int = MAX_INSTANCES) -> list[Instance]:
     """Instances of the calendar's VEVENTs overlapping ``[start, end)``, by start, at
-    most ``limit``. Raises ValueError for a recurrence the library cannot expand."""
-    try:
+    most ``limit``. Raises ValueError for a recurrence the library cannot expand, or
+    not within :data:`EXPANSION_BUDGET_SECONDS`."""
+
+    def work() -> list[Instance]:
         query = recurring_ical_events.of(calendar, components=["VEVENT"])
         found: list[Instance] = []
         for event in itertools.islice(query.between(start, end), limit):
             inst = _instance(event, tz)
             if inst is not None:
                 found.append(inst)
+        return found
+
+    try:
+        found = _within_budget(work, EXPANSION_BUDGET_SECONDS)
     except Exception as err:  # the library raises its own errors and ValueError
         raise ValueError(f"cannot expand the recurrence: {err}") from None
     found.sort(key=lambda i: i.start)
@@ -106,10 +149,15 @@ def expand(calendar: icalendar.Calendar, tz: tzinfo, start: datetime, end: datet
 
 
 def has_instance_after(calendar: icalendar.Calendar, moment: datetime) -> bool:
-    """True when some VEVENT instance starts after ``moment``."""
-    try:
+    """True when some VEVENT instance starts after ``moment``. Raises ValueError like
+    :func:`expand`."""
+
+    def work() -> bool:
         query = recurring_ical_events.of(calendar, components=["VEVENT"])
         return next(iter(query.after(moment)), None) is not None
+
+    try:
+        return _within_budget(work, EXPANSION_BUDGET_SECONDS)
     except Exception as err:
         raise ValueError(f"cannot expand the recurrence: {err}") from None
 
