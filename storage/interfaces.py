@@ -310,6 +310,8 @@ class OutboundQueue(Protocol):
       claimed entries' ``next_attempt`` forward by the lease, so a worker that dies
       holding a claim loses it when the lease ends and the mail is tried again
       (at-least-once across crashes; a recipient recorded "delivered" is never resent);
+      a worker still busy with an entry keeps its claim with :meth:`renew_claims`,
+      which never overwrites a ``next_attempt`` someone else set meanwhile;
     * the body (blob) stays as long as the entry exists; removing the entry frees it
       unless a folder still holds it.
     """
@@ -323,6 +325,13 @@ class OutboundQueue(Protocol):
         that still have a pending recipient or an unnotified failure, oldest due first,
         and set their ``next_attempt`` to ``now + lease``. Returns them as they are
         after the claim."""
+
+    async def renew_claims(self, claims: Mapping[int, datetime], until: datetime) -> list[int]:
+        """Extend claims still held, in one commit: ``claims`` maps entry id to the lease
+        end the caller last set (``next_attempt`` as :meth:`claim_due` or an earlier
+        renewal returned it); each entry whose ``next_attempt`` still equals that value
+        gets ``until`` (compare-and-set). An entry rescheduled, retried, claimed again or
+        removed meanwhile is left as it is. Returns the ids renewed, ascending."""
 
     async def record_results(self, entry_id: int, results: Sequence[RecipientResult]) -> None:
         """Record one attempt's per-recipient outcomes (attempts + 1, last error) in one

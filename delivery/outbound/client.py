@@ -3,14 +3,16 @@
 :func:`deliver` takes the hosts of one destination (from :mod:`.routes`, or the smart
 host) and the recipients of that destination, and returns an :class:`Outcome` per
 recipient. It never raises for network or protocol trouble: everything becomes an
-outcome ("delivered", "failed" for a permanent 5xx, "pending" to retry).
+outcome ("delivered", "failed" for a permanent 5xx, "pending" to retry). A caller
+that must commit the outcomes passes ``settle``: it is awaited with them as soon as
+they are known, before the QUIT round trip (see :class:`Settle`).
 """
 
 from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import aiosmtplib
@@ -38,6 +40,34 @@ class Outcome:
     def smtp_code(self) -> int | None:
         head = self.diagnostic[:3]
         return int(head) if head.isdigit() else None
+
+
+#: Told a delivery's per-recipient outcomes once, as soon as they are known: right
+#: after the DATA reply (or the last RCPT reply when none was accepted), before QUIT.
+#: The worker commits them there: until that commit, a crash makes the message go out
+#: again (RFC 5321 §6.1: a duplicate rather than a loss), so the window is kept to the
+#: commit itself instead of also waiting for the remote's QUIT reply (up to the
+#: per-command timeout). An exception it raises propagates to the caller of
+#: :func:`deliver` (after the QUIT); it never makes another host be tried.
+Settle = Callable[[dict[str, Outcome]], Awaitable[None]]
+
+
+class _Once:
+    """Calls ``settle`` at most once; :meth:`finish` calls it if no session did."""
+
+    def __init__(self, settle: Settle | None) -> None:
+        self._settle = settle
+        self.called = False
+
+    async def __call__(self, outcomes: dict[str, Outcome]) -> None:
+        self.called = True
+        if self._settle is not None:
+            await self._settle(outcomes)
+
+    async def finish(self, outcomes: dict[str, Outcome]) -> dict[str, Outcome]:
+        if not self.called:
+            await self(outcomes)
+        return outcomes
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,13 +124,29 @@ async def deliver(
     *,
     resolver: Resolver,
     dialer: Dialer,
+    settle: Settle | None = None,
 ) -> dict[str, Outcome]:
     """Send ``message`` to ``rcpts`` (all of one domain) through the first host that
     takes the transaction (RFC 5321 §5.1: hosts in preference order, each host's
     addresses in turn). A host that cannot be reached, times out, or refuses the
     session with 4xx/5xx before any recipient is answered passes the turn to the next.
     When no host takes it, every recipient is "pending" with the last error, except an
-    implicit MX without addresses (permanent, RFC 5321 §5.1)."""
+    implicit MX without addresses (permanent, RFC 5321 §5.1). ``settle`` is awaited
+    exactly once with the outcomes returned (before the QUIT when a session ended the
+    transaction)."""
+    once = _Once(settle)
+    return await once.finish(await _deliver(hosts, mail_from, rcpts, message, resolver, dialer, once))
+
+
+async def _deliver(
+    hosts: Sequence[MailHost],
+    mail_from: str,
+    rcpts: Sequence[str],
+    message: bytes,
+    resolver: Resolver,
+    dialer: Dialer,
+    once: _Once,
+) -> dict[str, Outcome]:
     last = "451 4.4.1 no answer from any mail host"
     for host in hosts:
         implicit_mx = host.implicit
@@ -118,11 +164,11 @@ async def deliver(
             continue
         for address in addresses:
             try:
-                return await _session(host.name, address, mail_from, rcpts, message, dialer, tls=True)
+                return await _session(host.name, address, mail_from, rcpts, message, dialer, once, tls=True)
             except _TlsFailed as err:
                 log.info("STARTTLS with %s [%s] failed (%s); retrying without TLS", host.name, address, err)
                 try:
-                    return await _session(host.name, address, mail_from, rcpts, message, dialer, tls=False)
+                    return await _session(host.name, address, mail_from, rcpts, message, dialer, once, tls=False)
                 except _SessionFailed as err2:
                     last = err2.diagnostic
             except _SessionFailed as err:
@@ -133,18 +179,21 @@ async def deliver(
 
 async def deliver_smart_host(
     relay: SmartHost, mail_from: str, rcpts: Sequence[str], message: bytes, *, dialer: Dialer,
+    settle: Settle | None = None,
 ) -> dict[str, Outcome]:
     """Send through the configured relay (TLS verified against the system CAs, AUTH
     when a username is set). Authentication failures are retried, not bounced: they
-    are the operator's to fix, not the sender's."""
+    are the operator's to fix, not the sender's. ``settle`` as for :func:`deliver`."""
+    once = _Once(settle)
     try:
-        return await _session(
-            relay.host, relay.host, mail_from, rcpts, message, dialer,
+        outcomes = await _session(
+            relay.host, relay.host, mail_from, rcpts, message, dialer, once,
             tls=relay.tls == "starttls", relay=relay,
         )
     except _SessionFailed as err:
         log.warning("outbound: smart host %s:%d: %s", relay.host, relay.port, err.diagnostic)
-        return _all(rcpts, PENDING, err.diagnostic, relay.host)
+        outcomes = _all(rcpts, PENDING, err.diagnostic, relay.host)
+    return await once.finish(outcomes)
 
 
 def _all(rcpts: Sequence[str], status: str, diagnostic: str, remote: str | None = None) -> dict[str, Outcome]:
@@ -158,11 +207,15 @@ async def _session(
     rcpts: Sequence[str],
     message: bytes,
     dialer: Dialer,
+    settle: _Once,
     *,
     tls: bool,
     relay: SmartHost | None = None,
 ) -> dict[str, Outcome]:
-    """One SMTP session. Raises _SessionFailed while no recipient has been answered."""
+    """One SMTP session. Raises _SessionFailed while no recipient has been answered.
+    Once the transaction has ended, ``settle`` gets the outcomes before QUIT is sent;
+    the QUIT's reply or failure does not change them (RFC 5321 §4.1.1.10: a
+    connection lost before QUIT does not undo a completed transaction)."""
     where = f"{host} [{address}]" if host != address else host
     if relay is not None:
         verified = ssl.create_default_context()
@@ -198,11 +251,16 @@ async def _session(
                     await smtp.login(relay.username, relay.password)
                 except aiosmtplib.SMTPException as err:
                     raise _SessionFailed(f"451 4.7.0 smart host {where} refused our login: {err}") from None
-            return await _transaction(smtp, where, mail_from, rcpts, message)
+            outcomes = await _transaction(smtp, where, mail_from, rcpts, message)
         except aiosmtplib.SMTPResponseException as err:
             raise _SessionFailed(f"451 4.4.2 {where}: {_reply(err)}") from None
         except (aiosmtplib.SMTPException, OSError) as err:
             raise _SessionFailed(f"451 4.4.2 {where}: {err or type(err).__name__}") from None
+        # Outside the handlers above: whatever settling raises is the caller's, and
+        # must never be taken for this host's failure (another host would get the
+        # message a second time).
+        await settle(outcomes)
+        return outcomes
     finally:
         if smtp.is_connected:
             try:

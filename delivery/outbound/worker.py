@@ -1,12 +1,15 @@
 """The outbound queue worker.
 
-Each run claims the due entries (:meth:`OutboundQueue.claim_due`, a lease so that no
-entry is worked on twice), splits each entry's pending recipients by destination
+Each run claims the due entries (:meth:`OutboundQueue.claim_due`, a short lease so
+that no entry is worked on twice, renewed every :data:`CLAIM_RENEW_INTERVAL` while the
+run still holds the entry), splits each entry's pending recipients by destination
 domain and envelope sender, and sends the groups concurrently, bounded in total and
 per domain. Every group's per-recipient results are committed as soon as its SMTP
-transaction ends, so a recipient recorded "delivered" is never sent again, even after
-a crash; a crash between the remote 250 and that commit can cause one duplicate,
-which RFC 5321 §6.1 prefers to a loss.
+transaction ends (at the DATA reply, before QUIT), so a recipient recorded "delivered"
+is never sent again, even after a crash; a crash between the remote 250 and that
+commit can cause one duplicate, which RFC 5321 §6.1 prefers to a loss. A daemon
+killed while holding claims leaves them to run out within :data:`CLAIM_LEASE`; the
+next worker then takes the mail.
 
 After the sends: permanently failed recipients produce one DSN to the envelope sender
 (RFC 3464; never to the null sender), delivered locally or queued; the entry is
@@ -43,10 +46,18 @@ from storage.types import (
 
 log = logging.getLogger(__name__)
 
-#: How long a claimed entry is reserved for this worker. Longer than one run on an
-#: entry can take (a few hosts times the per-command timeouts); a worker that dies
-#: holding a claim delays its entries by at most this much.
-CLAIM_LEASE = timedelta(minutes=30)
+#: How long a claim reserves an entry without being renewed. Short, because a worker
+#: that dies holding claims (kill -9, power loss) delays those entries by up to this
+#: much after a restart; a run that takes longer (several hosts, each command allowed
+#: the 300 s timeout, can take many minutes) keeps its claim by renewing it every
+#: CLAIM_RENEW_INTERVAL. Daemons sharing one PostgreSQL store must keep their clocks
+#: well within this of each other (NTP), since one's lease is judged by another's now.
+CLAIM_LEASE = timedelta(minutes=2)
+
+#: How often the entries a run holds have their claim renewed (to now + CLAIM_LEASE).
+#: A quarter of the lease: three renewals in a row may be late or fail (a busy store,
+#: a stalled loop) before another worker can take an entry that is still being sent.
+CLAIM_RENEW_INTERVAL = timedelta(seconds=30)
 
 #: Entries claimed per run: enough to keep every connection slot busy, few enough that
 #: one run's bodies stay small in memory.
@@ -109,6 +120,9 @@ class OutboundWorker:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[int] = set()
+        #: Entry id -> the lease end this worker last set for it (claim or renewal):
+        #: the claims the heartbeat renews, each by compare-and-set on that value.
+        self._held: dict[int, datetime] = {}
         self._last_stats: datetime | None = None
 
     # -- lifecycle
@@ -176,16 +190,58 @@ class OutboundWorker:
     # -- one run
 
     async def run_once(self) -> int:
-        """Claim every due entry (in batches) and work on them; return how many were claimed."""
+        """Claim every due entry (in batches) and work on them; return how many were
+        claimed. While it runs, a heartbeat renews the claims it holds."""
         total = 0
-        while not self._stopping:
-            entries = await self._store.queue.claim_due(self._clock(), limit=CLAIM_BATCH, lease=CLAIM_LEASE)
-            entries = [e for e in entries if e.id not in self._inflight]
-            if not entries:
-                break
-            total += len(entries)
-            await asyncio.gather(*(self._process(e) for e in entries))
+        heartbeat = asyncio.create_task(self._heartbeat(), name="outbound-claims")
+        try:
+            while not self._stopping:
+                entries = await self._store.queue.claim_due(self._clock(), limit=CLAIM_BATCH, lease=CLAIM_LEASE)
+                for e in entries:  # ours now, also an entry already in flight here (claimed again after a retry)
+                    self._held[e.id] = e.next_attempt
+                entries = [e for e in entries if e.id not in self._inflight]
+                if not entries:
+                    break
+                total += len(entries)
+                await asyncio.gather(*(self._process(e) for e in entries))
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
         return total
+
+    async def _heartbeat(self) -> None:
+        """Renew the held claims every CLAIM_RENEW_INTERVAL until cancelled."""
+        while True:
+            await asyncio.sleep(CLAIM_RENEW_INTERVAL.total_seconds())
+            try:
+                await self.renew_claims()
+            except Exception:  # the next beat tries again; the claims last CLAIM_LEASE
+                log.exception("outbound: renewing claims failed")
+
+    async def renew_claims(self) -> int:
+        """Extend every claim this worker holds to now + CLAIM_LEASE (now from the
+        worker's clock), where the entry's ``next_attempt`` is still the lease this
+        worker set: a retry time set meanwhile (reschedule, ``queue retry``, another
+        claim) is kept, and that entry is no longer renewed. Returns how many were renewed."""
+        held = dict(self._held)
+        if not held:
+            return 0
+        until = self._clock() + CLAIM_LEASE
+        try:
+            renewed = set(await self._store.queue.renew_claims(held, until))
+        except StorageError as err:
+            log.warning("outbound: cannot renew %d claims: %s", len(held), err)
+            return 0
+        for entry_id, lease in held.items():
+            if self._held.get(entry_id) != lease:
+                continue  # released or claimed again while the renewal ran
+            if entry_id in renewed:
+                self._held[entry_id] = until
+            else:
+                del self._held[entry_id]
+                log.warning("outbound %d: claim lost (retried or rescheduled meanwhile); no longer renewed", entry_id)
+        return len(renewed)
 
     async def _process(self, entry: QueueEntry) -> None:
         self._inflight.add(entry.id)
@@ -197,6 +253,7 @@ class OutboundWorker:
             log.exception("outbound %d: unexpected failure (retried when its claim ends)", entry.id)
         finally:
             self._inflight.discard(entry.id)
+            self._held.pop(entry.id, None)
 
     async def _work(self, entry: QueueEntry) -> None:
         s = self.settings
@@ -221,10 +278,17 @@ class OutboundWorker:
             groups: dict[tuple[str, str], list[QueuedRecipient]] = {}
             for r in pending:
                 groups.setdefault((_domain(r.address), self._envelope(entry, r, now)), []).append(r)
-            await asyncio.gather(*(
+            # Every group ends before a failure of one is raised: the entry's claim is
+            # released with the raise, and must not be while a send is still running.
+            failures = [err for err in await asyncio.gather(*(
                 self._send_group(entry, domain, sender, [r.address for r in rcpts], message)
                 for (domain, sender), rcpts in groups.items()
-            ))
+            ), return_exceptions=True) if isinstance(err, BaseException)]
+            if failures:
+                raise failures[0]
+        # The sends are over: what is left (DSNs, the reschedule that ends the claim)
+        # takes moments, well inside the lease already granted; no more renewals.
+        self._held.pop(entry.id, None)
         await self._finish(entry.id, body)
 
     def _envelope(self, entry: QueueEntry, rcpt: QueuedRecipient, now: datetime) -> str:
@@ -236,29 +300,39 @@ class OutboundWorker:
         return entry.mail_from
 
     async def _send_group(self, entry: QueueEntry, domain: str, sender: str, rcpts: Sequence[str], message: bytes) -> None:
+        async def record(outcomes: dict[str, Outcome]) -> None:
+            # Called at the DATA reply, before QUIT (client.Settle): the commit that
+            # ends the window in which a crash would send these recipients again.
+            await self._store.queue.record_results(entry.id, [
+                RecipientResult(a, o.status, o.diagnostic) for a, o in outcomes.items()
+            ])
+
         domain_slots = self._per_domain.setdefault(domain, asyncio.Semaphore(self.settings.max_per_domain))
         async with self._total, domain_slots:
-            outcomes = await self._send(domain, sender, rcpts, message)
-        await self._store.queue.record_results(entry.id, [
-            RecipientResult(a, o.status, o.diagnostic) for a, o in outcomes.items()
-        ])
+            outcomes = await self._send(domain, sender, rcpts, message, record)
         waited = (self._clock() - entry.created).total_seconds()
         for address, o in outcomes.items():
             log.info("outbound %d: <%s> %s via %s: %s", entry.id, address, o.status, o.remote or "-", o.diagnostic)
             if o.status == client.DELIVERED and self._on_delivered is not None:
                 self._on_delivered(waited)
 
-    async def _send(self, domain: str, sender: str, rcpts: Sequence[str], message: bytes) -> dict[str, Outcome]:
+    async def _send(
+        self, domain: str, sender: str, rcpts: Sequence[str], message: bytes, settle: client.Settle,
+    ) -> dict[str, Outcome]:
+        """Deliver one group; ``settle`` is awaited once with the outcomes, as soon as they are known."""
         relay = self.settings.smart_host
         if relay is not None:
-            return await client.deliver_smart_host(relay, sender, rcpts, message, dialer=self._dialer)
+            return await client.deliver_smart_host(relay, sender, rcpts, message, dialer=self._dialer, settle=settle)
         try:
             hosts = await resolve_route(domain, self._resolver, shuffle=self._shuffle)
         except RouteError as err:
             code = ("556" if err.status == "5.1.10" else "550") if err.permanent else "451"
             status = client.FAILED if err.permanent else client.PENDING
-            return {r: Outcome(status, f"{code} {err}") for r in rcpts}
-        return await client.deliver(hosts, sender, rcpts, message, resolver=self._resolver, dialer=self._dialer)
+            outcomes = {r: Outcome(status, f"{code} {err}") for r in rcpts}
+            await settle(outcomes)
+            return outcomes
+        return await client.deliver(hosts, sender, rcpts, message, resolver=self._resolver, dialer=self._dialer,
+                                    settle=settle)
 
     async def _finish(self, entry_id: int, body: bytes) -> None:
         """DSNs for new failures, then remove or reschedule the entry."""

@@ -8,7 +8,7 @@ for the other.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 from storage.errors import Conflict
@@ -108,6 +108,24 @@ class PgQueue:
                 ids,
             )
             return _entries(rows)
+
+        return await self._db.transaction(tx)
+
+    async def renew_claims(self, claims: Mapping[int, datetime], until: datetime) -> list[int]:
+        if not claims:
+            return []
+        ids = list(claims)
+
+        async def tx(conn: Connection) -> list[int]:
+            # Compare-and-set per row: under READ COMMITTED a concurrent reschedule that
+            # commits first makes the WHERE re-check see its next_attempt and skip the row.
+            rows = await conn.fetch(
+                "UPDATE queue q SET next_attempt = $1"
+                " FROM unnest($2::bigint[], $3::timestamptz[]) AS c(id, lease)"
+                " WHERE q.id = c.id AND q.next_attempt = c.lease RETURNING q.id",
+                _utc(until), ids, [_utc(claims[i]) for i in ids],
+            )
+            return sorted(r[0] for r in rows)
 
         return await self._db.transaction(tx)
 

@@ -8,7 +8,7 @@ run by the single writer thread.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 from storage.errors import Conflict
@@ -110,6 +110,25 @@ class SqliteQueue:
             ).fetchall()
             return _entries(rows)
 
+        return await self._writer().submit(job)
+
+    async def renew_claims(self, claims: Mapping[int, datetime], until: datetime) -> list[int]:
+        # Dates are compared as the text _encode gives; claim_due and earlier renewals
+        # stored exactly that text for the lease the caller holds.
+        pairs = sorted((entry_id, _encode(lease)) for entry_id, lease in claims.items())
+        new_end = _encode(until)
+
+        def job(conn: sqlite3.Connection) -> list[int]:
+            return [
+                entry_id for entry_id, lease in pairs
+                if conn.execute(
+                    "UPDATE queue SET next_attempt = ? WHERE id = ? AND next_attempt = ?",
+                    (new_end, entry_id, lease),
+                ).rowcount
+            ]
+
+        if not pairs:
+            return []
         return await self._writer().submit(job)
 
     async def record_results(self, entry_id: int, results: Sequence[RecipientResult]) -> None:

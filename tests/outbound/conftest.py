@@ -3,7 +3,9 @@ loopback addresses, a store, a fake clock, and a worker wired to all of them."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -105,10 +107,27 @@ class Received:
 @dataclass
 class Script:
     """What the fake MX answers: per-recipient RCPT replies (address -> list of replies,
-    used one per attempt, then 250), and DATA replies likewise."""
+    used one per attempt, then 250), and DATA replies likewise. ``hold`` makes the reply
+    to a command ("DATA", "QUIT") wait until its event is set (at most HOLD_SECONDS);
+    ``seen`` has every command that reached its handler; ``cut_quit`` drops the
+    connection instead of answering QUIT."""
 
     rcpt: dict[str, list[str]] = field(default_factory=dict)
     data: list[str] = field(default_factory=list)
+    hold: dict[str, threading.Event] = field(default_factory=dict)
+    seen: set[str] = field(default_factory=set)
+    cut_quit: bool = False
+
+
+#: Longest a held reply waits for its event (a failed test must not hang the MX thread).
+HOLD_SECONDS = 10.0
+
+
+async def _held(script: Script, command: str) -> None:
+    script.seen.add(command)
+    gate = script.hold.get(command)
+    if gate is not None:
+        await asyncio.get_running_loop().run_in_executor(None, gate.wait, HOLD_SECONDS)
 
 
 class RemoteHandler:
@@ -125,11 +144,18 @@ class RemoteHandler:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        await _held(self.script, "DATA")
         if self.script.data:
             return self.script.data.pop(0)
         assert isinstance(envelope.content, bytes)
         self.inbox.append(Received(self.host, envelope.mail_from or "", list(envelope.rcpt_tos), envelope.content))
         return "250 2.0.0 queued as remote"
+
+    async def handle_QUIT(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        await _held(self.script, "QUIT")
+        if self.script.cut_quit and server.transport is not None:
+            server.transport.abort()
+        return "221 2.0.0 Bye"
 
 
 def _free_port(host: str) -> int:

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
+import threading
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from email.message import Message
 from typing import Any
 
+import pytest
+
+from delivery.outbound import worker as worker_module
+from delivery.outbound.worker import CLAIM_LEASE
 from storage.interfaces import Store
 from storage.sqlite import SqliteStore
 from storage.types import Account
@@ -25,6 +33,19 @@ MESSAGE = (
     f"From: Alice <alice@{LOCAL}>\r\nTo: bob@{REMOTE}\r\nSubject: hello\r\n"
     "Message-ID: <m1@example.test>\r\n\r\nHi Bob.\r\n"
 ).encode()
+
+
+#: Longest a test waits for the worker to reach a point (it is there in milliseconds).
+WAIT_SECONDS = 5.0
+
+
+async def wait_until(predicate: Callable[[], Awaitable[bool]]) -> None:
+    """Poll ``predicate`` until it holds; fail after WAIT_SECONDS."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + WAIT_SECONDS
+    while not await predicate():
+        assert loop.time() < deadline, "timed out"
+        await asyncio.sleep(0.02)
 
 
 async def queue(store: Store, sender: str, *rcpts: str, body: bytes = MESSAGE) -> int:
@@ -217,19 +238,23 @@ async def test_restart_mid_queue_loses_nothing_and_sends_once(db_path: Any, stor
     first = await queue(store, alice.address, f"now@{REMOTE}", f"late@{REMOTE}")
     worker = make_worker()
     await worker.run_once()
-    # A second entry is claimed by a worker that then dies (a crash: no results recorded).
+    # A second entry is claimed by a worker that then dies (a crash: no results recorded,
+    # no renewals): the claim runs out after CLAIM_LEASE, well before the first retry.
     second = await queue(store, alice.address, f"crash@{REMOTE}")
-    assert [e.id for e in await store.queue.claim_due(clock.now, limit=10, lease=__import__("delivery.outbound.worker", fromlist=["x"]).CLAIM_LEASE)] == [second]
+    assert [e.id for e in await store.queue.claim_due(clock.now, limit=10, lease=CLAIM_LEASE)] == [second]
+    assert CLAIM_LEASE < worker.settings.schedule[0]
     await store.close()
     reopened = await SqliteStore.open(db_path)
     try:
         entries = {e.id: e for e in await reopened.queue.list_queue()}
         assert set(entries) == {first, second}
         again = make_worker(on=reopened)
+        clock.advance(seconds=CLAIM_LEASE.total_seconds() - 1)
+        assert await again.run_once() == 0  # the crashed claim still leased, the first entry not due
+        clock.advance(seconds=1)
+        assert await again.run_once() == 1  # the crashed claim has run out
+        assert [e.id for e in await reopened.queue.list_queue()] == [first]
         clock.advance(minutes=5)
-        await again.run_once()  # the first entry's pending recipient; the crashed claim still leased
-        assert [e.id for e in await reopened.queue.list_queue()] == [second]
-        clock.advance(minutes=31)
         await again.run_once()
         assert await reopened.queue.list_queue() == []
     finally:
@@ -279,3 +304,105 @@ async def test_background_loop_logs_queue_size_and_stop_releases_claims(store: S
     assert any("outbound queue: 1 messages, oldest" in r.getMessage() for r in caplog.records)
     entry = await store.queue.get_queue_entry(qid)
     assert entry is not None and entry.attempts == 1 and entry.recipients[0].status == "pending"
+
+
+async def test_results_are_committed_before_the_quit_round_trip(store: Store, alice: Account, zone: Zone, remotes: Remotes, make_worker: Any) -> None:
+    """The DATA 250 is committed (recipient delivered, entry gone) before QUIT is sent, so a crash while the remote answers QUIT cannot resend it."""
+    standard_zone(zone)
+    gate = remotes.script.hold["QUIT"] = threading.Event()
+    qid = await queue(store, alice.address, f"bob@{REMOTE}")
+    run = asyncio.create_task(make_worker().run_once())
+    try:
+        await wait_until(lambda: _true("QUIT" in remotes.script.seen))
+        assert not run.done()  # QUIT not yet answered
+        assert await store.queue.get_queue_entry(qid) is None
+    finally:
+        gate.set()
+    assert await run == 1
+    assert len(remotes.got(f"bob@{REMOTE}")) == 1
+
+
+async def test_connection_lost_at_quit_keeps_the_outcome(store: Store, alice: Account, zone: Zone, remotes: Remotes, make_worker: Any, clock: Clock) -> None:
+    """A remote that drops the connection instead of answering QUIT still counts as delivered: nothing is resent."""
+    standard_zone(zone)
+    remotes.script.cut_quit = True
+    await queue(store, alice.address, f"bob@{REMOTE}", f"carol@{REMOTE}")
+    worker = make_worker()
+    assert await worker.run_once() == 1
+    assert "QUIT" in remotes.script.seen
+    assert await store.queue.list_queue() == []
+    clock.advance(hours=1)
+    assert await worker.run_once() == 0
+    assert [sorted(m.rcpts) for m in remotes.inbox] == [[f"bob@{REMOTE}", f"carol@{REMOTE}"]]
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def test_claim_is_renewed_while_a_send_outlasts_the_lease(store: Store, alice: Account, zone: Zone, remotes: Remotes, make_worker: Any, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While a send takes longer than CLAIM_LEASE, the heartbeat renews the claim from the worker's clock, so no other
+    claim takes the entry; a retry time set meanwhile (queue retry) is never overwritten; the mail goes out once."""
+    monkeypatch.setattr(worker_module, "CLAIM_RENEW_INTERVAL", timedelta(seconds=0.02))
+    standard_zone(zone)
+    gate = remotes.script.hold["DATA"] = threading.Event()
+    qid = await queue(store, alice.address, f"bob@{REMOTE}")
+    worker = make_worker()
+    run = asyncio.create_task(worker.run_once())
+
+    async def next_attempt() -> Any:
+        entry = await store.queue.get_queue_entry(qid)
+        assert entry is not None
+        return entry.next_attempt
+
+    try:
+        await wait_until(lambda: _true("DATA" in remotes.script.seen))
+        clock.advance(minutes=10)  # the first lease is long over; the worker is still sending
+        await wait_until(lambda: _equal(next_attempt(), clock.now + CLAIM_LEASE))
+        assert await store.queue.claim_due(clock.now, limit=10, lease=CLAIM_LEASE) == []
+        await store.queue.retry_now(clock.now, qid)  # the operator's `queue retry` meanwhile
+        assert await worker.renew_claims() == 0
+        assert await next_attempt() == clock.now  # kept, not overwritten by a renewal
+    finally:
+        gate.set()
+    assert await run == 1
+    assert len(remotes.got(f"bob@{REMOTE}")) == 1
+    assert await store.queue.list_queue() == []
+    assert await worker.renew_claims() == 0  # nothing held after the run
+
+
+async def _equal(value: Awaitable[Any], expected: Any) -> bool:
+    return await value == expected
+
+
+async def test_failed_commit_of_one_group_keeps_the_claim_while_another_sends(store: Store, alice: Account, zone: Zone, remotes: Remotes, make_worker: Any, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When recording one domain's results fails, the entry stays claimed (renewed) until the other domain's send
+    has ended and been recorded; only then is the failure logged and the claim left to run out."""
+    from storage.errors import Unavailable
+
+    monkeypatch.setattr(worker_module, "CLAIM_RENEW_INTERVAL", timedelta(seconds=0.02))
+    standard_zone(zone)  # nowhere.test: NXDOMAIN, a failure known at once, without a connection
+    gate = remotes.script.hold["DATA"] = threading.Event()
+    qid = await queue(store, alice.address, f"bob@{REMOTE}", "x@nowhere.test")
+    real = store.queue.record_results
+
+    async def record_results(entry_id: int, results: Any) -> None:
+        if any(r.address == "x@nowhere.test" for r in results):
+            raise Unavailable("the store is busy")
+        await real(entry_id, results)
+
+    monkeypatch.setattr(store.queue, "record_results", record_results)
+    run = asyncio.create_task(make_worker().run_once())
+    try:
+        await wait_until(lambda: _true("DATA" in remotes.script.seen))
+        clock.advance(minutes=10)
+        await asyncio.sleep(0.1)  # several heartbeats
+        assert await store.queue.claim_due(clock.now, limit=10, lease=CLAIM_LEASE) == []
+    finally:
+        gate.set()
+    await run
+    entry = await store.queue.get_queue_entry(qid)
+    assert entry is not None
+    assert {r.address: r.status for r in entry.recipients} == {f"bob@{REMOTE}": "delivered", "x@nowhere.test": "pending"}
+    assert entry.next_attempt <= clock.now + CLAIM_LEASE  # left to run out, then retried
+    assert len(remotes.got(f"bob@{REMOTE}")) == 1

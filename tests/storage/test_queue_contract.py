@@ -32,6 +32,33 @@ async def test_claim_due_takes_each_entry_once_per_lease(store: Store, user: Acc
     assert [e.id for e in again] == [qid]
 
 
+async def test_renew_claims_extends_only_claims_still_held(store: Store, user: Account) -> None:
+    """renew_claims moves a held lease forward; an entry rescheduled, retried, claimed again or removed since is left alone."""
+    ids = [await _queue(store, user.address, f"r{i}@remote.test") for i in range(5)]
+    now = datetime.now(UTC).replace(microsecond=123456) + timedelta(seconds=1)
+    claimed = {e.id: e.next_attempt for e in await store.queue.claim_due(now, limit=10, lease=LEASE)}
+    assert sorted(claimed) == ids
+    held, resched, retried, reclaimed, removed = ids
+    later = now + timedelta(hours=3)
+    await store.queue.reschedule(resched, later)  # the worker's own end of the run
+    await store.queue.retry_now(now, retried)  # the operator's `queue retry`
+    await store.queue.retry_now(now, reclaimed)
+    [other] = await store.queue.claim_due(now + timedelta(seconds=1), limit=1, lease=LEASE)
+    assert other.id == retried  # oldest due first: taken by another claim, lease of its own
+    await store.queue.retry_now(now, reclaimed)
+    await store.queue.remove_queue_entry(removed)
+    until = now + timedelta(minutes=7)
+    assert await store.queue.renew_claims({**claimed, 999_999: now}, until) == [held]
+    after = {e.id: e.next_attempt for e in await store.queue.list_queue()}
+    assert after == {held: until, resched: later, retried: other.next_attempt, reclaimed: now}
+    # The renewed lease is the one to present next time; the old one no longer matches.
+    assert await store.queue.renew_claims({held: claimed[held]}, until + LEASE) == []
+    assert await store.queue.renew_claims({held: until}, until + LEASE) == [held]
+    due = await store.queue.claim_due(until + LEASE - timedelta(seconds=1), limit=10, lease=LEASE)
+    assert held not in [e.id for e in due]
+    assert await store.queue.renew_claims({}, until) == []
+
+
 async def test_claim_due_respects_time_order_and_limit(store: Store, user: Account) -> None:
     """Entries not yet due are left; the limit bounds how many are taken, oldest due first."""
     ids = [await _queue(store, user.address, f"r{i}@remote.test") for i in range(3)]
