@@ -146,9 +146,10 @@ class Delivery:
     async def commit(self, txn: MailTransaction, data: bytes, trace: message.Trace) -> Committed:
         """Check, complete and durably store the message.
 
-        Raises ReplyError for a refused message (header too large, loop, sender not
-        allowed, bad From:) and for a storage failure (451 4.3.0, logged). Returns only
-        after the store committed.
+        Raises ReplyError for a refused message (header too large, loop; on submission
+        also a header section starting with a continuation line, sender not allowed,
+        bad From:) and for a storage failure (451 4.3.0, logged). Returns only after the
+        store committed.
         """
         parts = message.split(data)
         message.check_limits(parts, max_header_size=self.limits.max_header_size, max_hops=self.limits.max_hops)
@@ -156,8 +157,11 @@ class Delivery:
         sent_copy: Account | None = None
         user = txn.sender.user
         if user is not None:
+            message.check_start(parts)  # the fields added below would take its first line
             authorized = await authorize_headers(self.router.directory, user, header)
-            header = authorized.header + message.submission_fields(authorized.header, self._hostname)
+            # Added fields go first: a reader stops at the first line of the client's
+            # header section that is no field, so fields appended after it were read as body.
+            header = message.submission_fields(authorized.header, self._hostname) + authorized.header
             sent_copy = authorized.sent_copy
         queue_id = new_queue_id()
         trace_field = message.received(trace, queue_id, txn.rcpts)

@@ -87,6 +87,16 @@ def check_limits(parts: Parts, *, max_header_size: int, max_hops: int) -> None:
         raise ReplyError(R.R554_5_4_6_ROUTING_LOOP)
 
 
+def check_start(parts: Parts) -> None:
+    """Raise ReplyError (554 5.6.0) when the header section begins with a continuation
+    line (RFC 5322 §2.2.3: WSP continues the field before it). A field put in front of
+    it would take it as its own: on submission, the client could write into the Sender:
+    we set for Send on Behalf. (Inbound mail is kept as sent, RFC 5321 §4.4; there the
+    line continues our Received:, after its date.)"""
+    if parts.header[:1] in (b" ", b"\t"):
+        raise ReplyError(R.R554_5_6_0_LEADING_CONTINUATION)
+
+
 @dataclass(frozen=True, slots=True)
 class Trace:
     """What the Received: field records about the session (RFC 5321 §4.4)."""

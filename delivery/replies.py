@@ -132,6 +132,7 @@ R554_5_6_0_NO_FROM = Reply(554, "5.6.0", "Message has no From: header")  # RFC 5
 R554_5_6_0_SEVERAL_FROM = Reply(554, "5.6.0", "Message has more than one From: address")
 R554_5_6_0_BAD_FROM = Reply(554, "5.6.0", "Message has an unparsable From: header")
 R554_5_6_0_BAD_SENDER = Reply(554, "5.6.0", "Message has an unparsable Sender: header")
+R554_5_6_0_LEADING_CONTINUATION = Reply(554, "5.6.0", "Message header section begins with a continuation line")
 
 # --- 5xx: message content (RFC 5321 §4.5.3.1.7, §6.3; RFC 1870 §6)
 R552_5_3_4_MESSAGE_TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")

@@ -10,9 +10,11 @@ Checked twice: on MAIL FROM (the envelope) and after DATA on From: and Sender:.
 
 from __future__ import annotations
 
+import email.header
 import email.parser
 import email.policy
 import email.utils
+import re
 from dataclasses import dataclass
 from email.headerregistry import Address
 
@@ -83,7 +85,10 @@ async def authorize_headers(directory: Directory, user: Account, header: bytes) 
         parsed = _PARSER.parsebytes(header + message.CRLF)
         froms = parsed.get_all("From")
         senders = parsed.get_all("Sender")
-    except (ValueError, IndexError, TypeError) as err:  # the email package on broken input
+    except Exception as err:  # noqa: BLE001 - the email package on hostile input raises
+        # ValueError, IndexError, TypeError, and AttributeError for a group followed by a
+        # folded line ("From: undisclosed-recipients:;" CRLF " x"): all of them mean an
+        # unparsable header, never a temporary failure.
         raise ReplyError(R.R554_5_6_0_BAD_FROM) from err
     author = _single_address(froms, R.R554_5_6_0_NO_FROM, R.R554_5_6_0_SEVERAL_FROM, R.R554_5_6_0_BAD_FROM)
     assert author is not None
@@ -102,15 +107,37 @@ async def authorize_headers(directory: Directory, user: Account, header: bytes) 
         copy = owner if owner is not None and _copies(owner, sent_as=True) else None
         return Authorized(header, decision.permission, copy)
     if decision.permission is SendPermission.SEND_ON_BEHALF:
-        # RFC 5322 §3.6.2: Sender: is the agent responsible for the transmission.
-        value = email.utils.formataddr((user.display_name, user.address), charset="utf-8")
-        header = message.remove_fields(header, "sender") + message.field("Sender", value)
+        # RFC 5322 §3.6.2: Sender: is the agent responsible for the transmission. It goes
+        # first, where every reader sees it (see Delivery.commit).
+        header = sender_field(user) + message.remove_fields(header, "sender")
         copy = owner if owner is not None and _copies(owner, sent_as=False) else None
         return Authorized(header, decision.permission, copy)
     # OWN: a Sender:, if any, must also be an address the user may use.
     if sender is not None and not names_user and not (await send_permission(directory, user, sender.addr_spec)).allowed:
         raise ReplyError(R.R550_5_7_60_SEND_AS_DENIED)
     return Authorized(header, decision.permission, None)
+
+
+#: Longest display name written into a Sender: field, in characters: an account's name
+#: is set by the operator, and a field must stay within RFC 5322 §2.1.1's 998 octets.
+MAX_SENDER_NAME = 200
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def sender_field(user: Account) -> bytes:
+    """``Sender: Display Name <address>`` for ``user``: control characters in the name
+    (a CR LF would start a field of its own) become spaces, the name is cut to
+    MAX_SENDER_NAME, quoted when it holds specials and RFC 2047-encoded (in words of at
+    most 75 octets, folded) when it is not ASCII."""
+    name = " ".join(_CONTROL.sub(" ", user.display_name).split())[:MAX_SENDER_NAME]
+    if name.isascii() and "=?" in name:  # quoted, so no reader decodes it (RFC 2047 §5)
+        value = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + f'" <{user.address}>'
+    elif name.isascii():
+        value = email.utils.formataddr((name, user.address))
+    else:
+        encoded = email.header.Header(name, "utf-8", header_name="Sender").encode(linesep="\r\n")
+        value = f"{encoded} <{user.address}>"
+    return message.field("Sender", value)
 
 
 def _copies(owner: Account, *, sent_as: bool) -> bool:
