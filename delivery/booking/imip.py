@@ -54,7 +54,7 @@ def _decoded(part: Message) -> str:
     charset = part.get_content_charset() or "utf-8"
     try:
         return payload.decode(charset, errors="replace")
-    except LookupError:
+    except (LookupError, ValueError):  # unknown, not a text encoding, or a NUL in the name
         return payload.decode("utf-8", errors="replace")
 
 

@@ -263,17 +263,20 @@ _BETWEEN_WORDS = re.compile(r"[ \t\r\n]*")
 
 
 def lookup_charset(name: str | None) -> str:
-    """A Python codec name for a MIME charset; unknown or absent charsets give
-    ``utf-8`` (decoding then uses ``errors="replace"``)."""
+    """A Python text codec name for a MIME charset; unknown or absent charsets, and
+    names of codecs that are no text encoding, give ``utf-8`` (decoding then uses
+    ``errors="replace"``). Never raises."""
     if not name:
         return "utf-8"
     name = name.strip().strip('"').lower()
     if name in ("us-ascii", "ascii", "ansi_x3.4-1968"):
         return "utf-8"  # a superset; 8-bit bytes in "ascii" mail are usually UTF-8
     try:
-        return codecs.lookup(name).name
-    except LookupError:
+        codec = codecs.lookup(name).name
+        b"x".decode(codec, "replace")  # a text encoding: not base64, zlib, rot13 (LookupError)
+    except (LookupError, ValueError):  # ValueError: a NUL in the name
         return "utf-8"
+    return codec
 
 
 def decode_bytes(data: bytes, charset: str | None = None) -> str:

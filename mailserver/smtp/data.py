@@ -48,7 +48,7 @@ class DataReader:
         # The CRLF that ended the DATA command begins the first line.
         self._raw = bytearray(CRLF)
         self._line_start = len(CRLF)  # offset in _raw of the current line
-        self._raw_size = 0  # octets received, transparency dots included
+        self._fed = 0  # octets of the DATA section received so far (the end marker too)
         self.done = False
         self.error: DataError | None = None
         self._message: bytes | None = None
@@ -69,13 +69,17 @@ class DataReader:
             used = end + len(END_MARKER) - before
             del raw[end + len(END_MARKER):]
             body_end = end + len(CRLF)  # the data keeps the CRLF before the dot
+            size = self._fed + used - len(b".\r\n")
         else:
             used = len(data)
             body_end = len(raw)
-        self._raw_size += min(used, max(0, body_end - before))
+            # A "." or ".CR" after the last CRLF may be the end marker's: not counted yet,
+            # or a message of exactly max_size whose marker arrives in two reads was refused.
+            size = self._fed + used - (2 if raw.endswith(b"\r\n.\r") else 1 if raw.endswith(b"\r\n.") else 0)
+        self._fed += used
         if self.error is None:
             self._check_lines(body_end)
-        if self.error is None and self._raw_size > self._max_size:
+        if self.error is None and size > self._max_size:
             self._fail(DataError.TOO_BIG)
         if end >= 0:
             self.done = True

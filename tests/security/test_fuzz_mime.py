@@ -41,7 +41,7 @@ from auth.accounts import AccountService
 from auth.passwords import PasswordHasher
 from delivery import message
 from delivery.local import Delivery, Limits
-from delivery.mime_index import build_index
+from delivery.mime_index import build_index, matches_text
 from delivery.replies import ReplyError
 from delivery.routing import Router
 from storage.sqlite import SqliteStore
@@ -97,6 +97,7 @@ _mailbox = st.sampled_from([
 ])
 _text = st.one_of(
     st.sampled_from(["hello", "=?utf-8?q?caf=C3=A9?=", "=?utf-8?b?w6k=?= =?utf-8?b?w6k=?=", "=?bogus?x?y?=",
+                     "=?utf\x00-8?q?x?=", "=?zlib?b?eA==?=", "=?rot13?q?x?=", "text/plain; charset=base64",
                      "=?utf-8?q?=?=", "caf\u00e9 \U0001f600", "a" * 2000, "x\ty", "  leading", ""]),
     st.text(max_size=40),
 )
@@ -258,3 +259,19 @@ async def test_submitted_headers_are_built_correctly(world: World, sub: Submissi
     """Random header sections and display names: refused with a 5xx or stored with the
     body untouched, added fields well formed and read as header fields, Sender: right."""
     event(await check_submission(world, sub))
+
+
+@pytest.mark.parametrize("charset", ["utf\x00-8", "zlib", "base64", "rot13", "hex", "bz2", "x-unknown"])
+def test_charset_names_that_are_no_text_encoding_index(charset: str) -> None:
+    """Regression (found by bench/fuzz/atheris_imap.py): a charset name with a NUL made
+    codecs.lookup raise ValueError, and names of Python codecs that are no text encoding
+    (zlib, base64, rot13) passed the lookup and raised LookupError when used: indexing
+    (at delivery and at IMAP FETCH/SEARCH) failed. They now read as UTF-8."""
+    cs = charset.encode("latin-1")
+    raw = (b"From: =?" + cs + b"?q?A?= <a@b.test>\r\nSubject: =?" + cs + b"?b?eA==?=\r\n"
+           b"Content-Type: text/plain; charset=\"" + cs + b"\"\r\n\r\nbody \xe9\r\n")
+    index = build_index(raw)
+    check_data(index.envelope_wire)
+    check_data(index.bodystructure_wire)
+    for where in ("BODY", "TEXT", "SUBJECT", "FROM"):
+        matches_text(raw, index, "x", where)

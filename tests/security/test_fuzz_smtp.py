@@ -34,6 +34,7 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
+from mailserver.smtp.data import DataReader
 from tests.conftest import RunningServer
 from tests.smtp.client import PASSWORD, RawSmtp
 
@@ -328,3 +329,18 @@ async def test_failed_handshake_after_starttls_is_not_a_server_error(
         await fresh.close()
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
     assert "TLS handshake after STARTTLS failed" in caplog.text
+
+
+@pytest.mark.parametrize("cut", range(0, 8))
+def test_data_of_exactly_the_size_limit_is_kept_wherever_the_marker_splits(cut: int) -> None:
+    """Regression (found by bench/fuzz/atheris_imap.py): the DATA reader counted a "."
+    or ".CR" that turned out to be the end marker's as message data, so a message of
+    exactly the size limit was refused (552) when a read ended inside the marker."""
+    data = b"ab\r\n.\r\n"  # the message is b"ab\r\n": 4 octets
+    for limit, accepted in ((4, True), (3, False)):
+        reader = DataReader(limit, 100)
+        used = reader.feed(data[:cut]) + reader.feed(data[cut:])
+        assert reader.done and used == len(data)
+        assert (reader.error is None) == accepted, (limit, cut, reader.error)
+        if accepted:
+            assert reader.message == b"ab\r\n"
