@@ -102,6 +102,8 @@ class DataReader:
         if not self._lines_short(start, body_end):
             # Exact check, only when the quick one could not vouch for every line.
             lines = raw[start:body_end].split(CRLF)
+            if lines[-1].endswith(b"\r"):  # maybe the first half of a CRLF still to come
+                lines[-1] = lines[-1][:-1]
             if max(map(len, lines)) > self._max_raw_line:
                 self._fail(DataError.LINE_TOO_LONG)
                 return

@@ -344,3 +344,18 @@ def test_data_of_exactly_the_size_limit_is_kept_wherever_the_marker_splits(cut: 
         assert (reader.error is None) == accepted, (limit, cut, reader.error)
         if accepted:
             assert reader.message == b"ab\r\n"
+
+
+@pytest.mark.parametrize("cut", range(0, 12))
+def test_longest_line_is_kept_wherever_its_crlf_splits(cut: int) -> None:
+    """Regression (found by bench/fuzz/atheris_imap.py): the open line's CR was counted
+    in its length before the LF arrived, so a line of exactly the limit (plus its
+    transparency dot) was refused (500 5.5.6) when a read ended between CR and LF."""
+    data = b"..abc\r\n.\r\n"  # one stuffed line: 5 octets with the dot, limit 4 + dot
+    for limit, accepted in ((4, True), (3, False)):
+        reader = DataReader(1000, limit)
+        used = reader.feed(data[:cut]) + reader.feed(data[cut:])
+        assert reader.done and used == len(data)
+        assert (reader.error is None) == accepted, (limit, cut, reader.error)
+        if accepted:
+            assert reader.message == b".abc\r\n"
