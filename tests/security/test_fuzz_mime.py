@@ -49,7 +49,7 @@ from storage.types import Account, Right
 from tests.security.test_fuzz_imap import check_data
 
 #: Examples per run; FUZZ_EXAMPLES raises it for a longer hunt.
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "200"))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
 DOMAIN = "example.test"
 BOB, ALICE = f"bob@{DOMAIN}", f"alice@{DOMAIN}"
 SEND_AS, ON_BEHALF = f"hr@{DOMAIN}", f"sales@{DOMAIN}"

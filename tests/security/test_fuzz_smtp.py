@@ -39,7 +39,7 @@ from tests.conftest import RunningServer
 from tests.smtp.client import PASSWORD, RawSmtp
 
 #: Examples per run (each a session of up to ~12 commands); FUZZ_EXAMPLES raises it.
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "120"))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "250"))
 USER = "bob@example.test"
 
 _REPLY_LINE = re.compile(r"\A([2-5][0-9]{2})([ -])(.*)\Z", re.DOTALL)
