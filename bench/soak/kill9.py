@@ -1,7 +1,7 @@
 """kill -9 soak: the daemon is killed at random moments under mixed load, many times.
 
     python bench/soak/kill9.py [--cycles 30] [--seconds-per-cycle 4] [--seed 1]
-                               [--keep DIR] [--verbose]
+                               [--no-retry] [--keep DIR] [--verbose]
 
 One daemon (``python -m mailserver serve``, SQLite store) serves, on loopback:
 
@@ -15,8 +15,10 @@ One daemon (``python -m mailserver serve``, SQLite store) serves, on loopback:
 
 Each cycle runs that load, sends SIGKILL to the daemon at a random moment (seeded),
 restarts it, makes the queue due now (what ``mailserver queue retry --all`` does: the
-killed daemon's claims would otherwise wait out their lease), lets the outbound queue
-drain, then checks, over everything acknowledged in every cycle so far:
+killed daemon's claims would otherwise wait out their lease; with --no-retry they do,
+which measures how late CLAIM_LEASE makes that mail), lets the outbound queue drain
+(each row has the drain time and how many entries the killed daemon held claimed),
+then checks, over everything acknowledged in every cycle so far:
 
 * every message that got 250 (SMTP) or OK (APPEND) is in its mailbox exactly once
   (Message-IDs are recorded on the client side only after the 250/OK); APPENDed
@@ -58,6 +60,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +74,7 @@ from dnslib import MX, QTYPE, RR, A, DNSLabel, DNSRecord  # noqa: E402
 from dnslib.server import BaseResolver, DNSHandler, DNSServer  # noqa: E402
 
 from auth.passwords import PasswordHasher  # noqa: E402
+from delivery.outbound.worker import CLAIM_LEASE  # noqa: E402
 from mailserver import config as cfg  # noqa: E402
 from mailserver.daemon import open_services  # noqa: E402
 from storage.sqlite import SqliteStore  # noqa: E402
@@ -92,6 +96,11 @@ KILL_WINDOW = (0.3, 1.0)
 #: Seconds to wait for the daemon's listeners, the queue to drain, clients to stop.
 START_TIMEOUT = 30.0
 DRAIN_TIMEOUT = 60.0
+#: Without `queue retry`, mail the killed daemon had claimed waits up to CLAIM_LEASE more.
+NO_RETRY_DRAIN_TIMEOUT = DRAIN_TIMEOUT + CLAIM_LEASE.total_seconds()
+#: The soak's retry schedule (outbound.retry_schedule): an entry whose next_attempt is
+#: later than this after the kill was claimed, not rescheduled, by the killed daemon.
+RETRY_SECONDS = 1.0
 STOP_TIMEOUT = 15.0
 LOGIN_TIMEOUT = 10.0
 #: Distinct external recipients (a small set, so recipients repeat across messages).
@@ -187,6 +196,8 @@ class CycleResult:
     uids_checked: int  # distinct (mailbox, uidvalidity, uid) known so far
     integrity: str
     drain_seconds: float
+    held: int  # queue entries the killed daemon held claimed (still leased when it died)
+    lease_left: float  # seconds from the restart until the last of those claims ran out (0 when none)
     problems: list[str]
 
 
@@ -197,6 +208,7 @@ class Summary:
     seconds: float
     sink_accepted: int
     record: Record
+    retry: bool = True  # `queue retry --all` after each restart
 
     @property
     def problems(self) -> list[str]:
@@ -472,9 +484,10 @@ def sink_duplicates(accepted: list[tuple[str, str, float]], kills: list[float]) 
 
 # -- the soak
 
-async def _drain(store: SqliteStore) -> float:
+async def _drain(store: SqliteStore, limit: float) -> float:
+    """Seconds until the outbound queue is empty (-1 when still not after ``limit`` seconds)."""
     started = time.monotonic()
-    while time.monotonic() - started < DRAIN_TIMEOUT:
+    while time.monotonic() - started < limit:
         if not await store.queue.list_queue():
             return time.monotonic() - started
         await asyncio.sleep(0.1)
@@ -482,9 +495,10 @@ async def _drain(store: SqliteStore) -> float:
 
 
 async def soak(cycles: int, seconds_per_cycle: float, seed: int, workdir: Path | None = None,
-               verbose: bool = False) -> Summary:
+               verbose: bool = False, *, retry: bool = True) -> Summary:
     """Run the soak; returns the figures (see the module docstring). Cleans up after itself
-    unless ``workdir`` is given."""
+    unless ``workdir`` is given. ``retry``: make the queue due at once after each restart
+    (the operator's `queue retry --all`); without it the killed daemon's claims run out."""
     started = time.monotonic()
     rng = random.Random(seed)
     tmp = workdir or Path(tempfile.mkdtemp(prefix="kill9-"))
@@ -504,7 +518,7 @@ async def soak(cycles: int, seconds_per_cycle: float, seed: int, workdir: Path |
     values.update({
         "outbound.enabled": True, "outbound.dns_nameserver": "127.0.0.1",
         "outbound.dns_port": dns.server.server_address[1], "outbound.remote_port": sink_port,
-        "outbound.poll_seconds": 0.2, "outbound.retry_schedule": "1s", "outbound.timeout_seconds": 10.0,
+        "outbound.poll_seconds": 0.2, "outbound.retry_schedule": f"{RETRY_SECONDS:g}s", "outbound.timeout_seconds": 10.0,
         "server.shutdown_grace_seconds": 2.0,
     })
     config_path = write_config(tmp / "config.toml", values)
@@ -544,6 +558,7 @@ async def soak(cycles: int, seconds_per_cycle: float, seed: int, workdir: Path |
             await asyncio.sleep(load)
             await daemon.kill9()
             kills.append(time.monotonic())
+            killed_at = _utcnow()
             stop.set()
             imap_stop.set()
             await asyncio.wait_for(asyncio.gather(*tasks), STOP_TIMEOUT)
@@ -552,13 +567,21 @@ async def soak(cycles: int, seconds_per_cycle: float, seed: int, workdir: Path |
             problems: list[str] = []
             store = await SqliteStore.open(config.storage_path)
             try:
+                restarted = _utcnow()
+                # Claims of the killed daemon end within CLAIM_LEASE of the kill (claimed
+                # or renewed before it); the new daemon's own end later, retries sooner.
+                ends = [e.next_attempt for e in await store.queue.list_queue()
+                        if killed_at + timedelta(seconds=RETRY_SECONDS) < e.next_attempt <= killed_at + CLAIM_LEASE]
+                lease_left = max(((end - restarted).total_seconds() for end in ends), default=0.0)
                 # The killed daemon's claims are leased (CLAIM_LEASE); the operator's
-                # `queue retry --all` makes them due now, as here.
-                await store.queue.retry_now(_utcnow())
-                drain = await _drain(store)
+                # `queue retry --all` makes them due now, as here unless --no-retry.
+                if retry:
+                    await store.queue.retry_now(restarted)
+                timeout = DRAIN_TIMEOUT if retry else NO_RETRY_DRAIN_TIMEOUT
+                drain = await _drain(store, timeout)
                 if drain < 0:
                     left = await store.queue.list_queue()
-                    problems.append(f"outbound queue not drained after {DRAIN_TIMEOUT:.0f} s: {len(left)} entries")
+                    problems.append(f"outbound queue not drained after {timeout:.0f} s: {len(left)} entries")
                 bob = await checker.scan(store, BOB, "bob/INBOX", problems)
                 carol = await checker.scan(store, CAROL, "carol/INBOX", problems)
             finally:
@@ -608,7 +631,7 @@ async def soak(cycles: int, seconds_per_cycle: float, seed: int, workdir: Path |
             result = CycleResult(
                 cycle, load, len(rec.acked_local) - before[0], len(rec.acked_remote) - before[1],
                 len(rec.appended) - before[2], found, expected, len(at_sink), dup_kill, dup_other,
-                len(checker.uids), check if not fk else f"{check}, fk {fk}", drain, problems,
+                len(checker.uids), check if not fk else f"{check}, fk {fk}", drain, len(ends), max(lease_left, 0.0), problems,
             )
             results.append(result)
             if verbose:
@@ -619,23 +642,21 @@ async def soak(cycles: int, seconds_per_cycle: float, seed: int, workdir: Path |
         dns.stop()
         if workdir is None:
             shutil.rmtree(tmp, ignore_errors=True)
-    return Summary(results, len(kills), time.monotonic() - started, len(sink.accepted), rec)
+    return Summary(results, len(kills), time.monotonic() - started, len(sink.accepted), rec, retry)
 
 
-def _utcnow() -> Any:
-    from datetime import UTC, datetime
-
+def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
 HEADER = (f"{'cycle':>5} {'load s':>6} {'smtp':>5} {'subm':>5} {'append':>6} {'found once':>14} "
-          f"{'sink pairs':>10} {'dup kill':>8} {'dup other':>9} {'UIDs':>6} {'drain s':>7}  integrity")
+          f"{'sink pairs':>10} {'dup kill':>8} {'dup other':>9} {'UIDs':>6} {'held':>5} {'lease s':>7} {'drain s':>7}  integrity")
 
 
 def row(c: CycleResult) -> str:
     return (f"{c.cycle:>5} {c.load_seconds:>6.2f} {c.acked_local:>5} {c.acked_remote:>5} {c.appended:>6} "
             f"{f'{c.found_once}/{c.expected}':>14} {c.sink_pairs:>10} {c.dup_kill:>8} {c.dup_other:>9} "
-            f"{c.uids_checked:>6} {c.drain_seconds:>7.2f}  {c.integrity}")
+            f"{c.uids_checked:>6} {c.held:>5} {c.lease_left:>7.1f} {c.drain_seconds:>7.2f}  {c.integrity}")
 
 
 def report(s: Summary) -> str:
@@ -643,6 +664,9 @@ def report(s: Summary) -> str:
     rec = s.record
     lines = [HEADER, *(row(c) for c in s.cycles), ""]
     ok = sum(c.integrity == "ok" for c in s.cycles)
+    drains = sorted(c.drain_seconds for c in s.cycles if c.drain_seconds >= 0)
+    waited = sorted(c.drain_seconds for c in s.cycles if c.drain_seconds >= 0 and c.held)
+    late = sorted(c.drain_seconds - c.lease_left for c in s.cycles if c.drain_seconds >= 0 and c.held)
     lines += [
         f"cycles {len(s.cycles)}, kills {s.kills}, time {s.seconds:.1f} s",
         f"acknowledged: {len(rec.acked_local)} to the local mailbox over SMTP (250), "
@@ -654,6 +678,10 @@ def report(s: Summary) -> str:
         f"duplicates with a kill between: {last.dup_kill if last else 0}, without: {last.dup_other if last else 0}",
         f"UIDs checked (distinct mailbox/uidvalidity/uid): {last.uids_checked if last else 0}",
         f"integrity_check ok: {ok} of {len(s.cycles)}",
+        f"outbound drain after restart ({'queue retry --all' if s.retry else 'no retry'}, "
+        f"CLAIM_LEASE {CLAIM_LEASE.total_seconds():.0f} s): {_spread(drains)}; cycles where the killed daemon "
+        f"held claims: {len(waited)} ({sum(c.held for c in s.cycles)} entries), their drain {_spread(waited)}, "
+        f"drain minus the lease left at the restart {_spread(late)}",
         f"temporary refusals seen by clients: {sum(rec.temp_failures.values())}"
         + (f" ({', '.join(f'{k}: {v}' for k, v in rec.temp_failures.most_common(3))})" if rec.temp_failures else ""),
         f"problems: {len(s.problems)}",
@@ -662,17 +690,27 @@ def report(s: Summary) -> str:
     return "\n".join(lines)
 
 
+def _spread(values: list[float]) -> str:
+    """'median m s, max x s' of sorted ``values`` ('-' when empty)."""
+    if not values:
+        return "-"
+    return f"median {values[len(values) // 2]:.1f} s, max {values[-1]:.1f} s"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     ap.add_argument("--cycles", type=int, default=30)
     ap.add_argument("--seconds-per-cycle", type=float, default=4.0, help="load time per cycle; the kill falls in its last 70%%")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--no-retry", action="store_true",
+                    help="do not make the queue due after a restart: the killed daemon's claims run out (CLAIM_LEASE)")
     ap.add_argument("--keep", type=Path, help="work in this folder and keep it (data, config, daemon.log)")
     ap.add_argument("--verbose", action="store_true", help="print each cycle's row as it ends")
     args = ap.parse_args(argv)
     if args.verbose:
         print(HEADER, flush=True)
-    summary = asyncio.run(soak(args.cycles, args.seconds_per_cycle, args.seed, args.keep, args.verbose))
+    summary = asyncio.run(soak(args.cycles, args.seconds_per_cycle, args.seed, args.keep, args.verbose,
+                               retry=not args.no_retry))
     print(report(summary))
     return 1 if summary.problems else 0
 
