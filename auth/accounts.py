@@ -210,6 +210,7 @@ class AccountService:
         when the domain is not local, the address is taken, or no seat is free.
         """
         addr = _address(address)
+        name = display_name(name)
         await self._require_local(addr)
         await self._require_free(addr)
         if licensed:
@@ -261,6 +262,7 @@ class AccountService:
         return account
 
     async def set_display_name(self, address: str, name: str) -> None:
+        name = display_name(name)
         account = await self.get(address)
         with _storage_errors(not_found=f"no account {account.address}"):
             await self.directory.set_display_name(account.address, name)
@@ -546,6 +548,7 @@ class AccountService:
         self, address: str, kind: AccountKind, name: str, settings: dict[str, Any] | None = None
     ) -> Account:
         addr = _address(address)
+        name = display_name(name)
         await self._require_local(addr)
         await self._require_free(addr)
         with _storage_errors(
@@ -651,6 +654,23 @@ def _unique(addresses: Iterable[str]) -> list[str]:
         if a not in out:
             out.append(a)
     return out
+
+
+#: Longest display name: it goes into From:, Sender: and iMIP replies, whose header lines
+#: should stay under RFC 5322's 78 characters after folding; 200 is ample for a name.
+MAX_DISPLAY_NAME = 200
+
+
+def display_name(name: str) -> str:
+    """``name`` stripped, or AccountError: no control characters (CR and LF in a name
+    would inject header fields wherever it is written, RFC 5322 §2.2) and at most
+    :data:`MAX_DISPLAY_NAME` characters."""
+    name = name.strip()
+    if any(ord(c) < 32 or ord(c) == 127 or 0x80 <= ord(c) < 0xA0 for c in name):
+        raise AccountError("a display name may not contain control characters (line breaks, tabs, ...)")
+    if len(name) > MAX_DISPLAY_NAME:
+        raise AccountError(f"a display name is at most {MAX_DISPLAY_NAME} characters, not {len(name)}")
+    return name
 
 
 def right_name(right: Right) -> str:

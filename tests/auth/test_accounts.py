@@ -273,3 +273,21 @@ async def test_concurrent_licences_never_exceed_the_pool(service: AccountService
     assert len(errors) == 1 and isinstance(errors[0], AccountError)
     assert str(errors[0]) == f"no licence seat free: {SEATS} of {SEATS} in use"
     assert await service.licence_status() == (SEATS, SEATS, 0)
+
+
+@pytest.mark.parametrize("name", ["Eve\r\nBcc: all@example.test", "Tab\there", "Null\x00", "C1\x85x", "x" * 201])
+async def test_display_names_with_control_characters_or_too_long_are_refused(service: AccountService, name: str) -> None:
+    """A display name with CR/LF (header injection wherever it is written), other control characters or over 200 characters is refused for every kind and on rename."""
+    for create in (
+        lambda: service.add_user("eve@example.test", name, "pw-1234567890"),
+        lambda: service.add_shared("hr@example.test", name),
+        lambda: service.add_room("room@example.test", name),
+        lambda: service.add_list("team@example.test", name),
+    ):
+        with pytest.raises(AccountError, match="display name"):
+            await create()
+    await service.add_user("ok@example.test", "  Ok Name  ", "pw-1234567890")
+    assert (await service.get("ok@example.test")).display_name == "Ok Name"
+    with pytest.raises(AccountError, match="display name"):
+        await service.set_display_name("ok@example.test", name)
+    assert (await service.get("ok@example.test")).display_name == "Ok Name"
