@@ -17,7 +17,7 @@ Targets, each run for a bounded time or number of inputs in its own process:
 An exception or a broken invariant is a crash: libFuzzer stops that target and writes
 the input to ``--artifacts``. Prints per target: inputs tried, seconds, crashes.
 
-    pip install atheris
+    pip install -e ".[fuzz]"
     python bench/fuzz/atheris_imap.py [--seconds 60] [--runs 0] [--targets imap,smtp,mime]
 """
 
