@@ -30,3 +30,18 @@ class StorageFull(Unavailable):
     SQLSTATE 53100 disk_full). Temporary, like every Unavailable: nothing of the failed
     write was kept, and the same call succeeds once space is freed. Front ends answer
     with their "insufficient storage" reply (SMTP 452 4.3.1, IMAP NO [OVERQUOTA])."""
+
+
+class KeywordLimit(StorageError):
+    """A change would add a keyword (RFC 3501 §2.3.2 flag-keyword: any flag other than
+    the system flags) beyond one of the bounds in :mod:`storage.keywords`: more than
+    MAX_KEYWORDS_PER_MESSAGE on one message, more than MAX_KEYWORDS_PER_FOLDER distinct
+    keywords in one folder, or one longer than MAX_KEYWORD_LENGTH octets. Nothing of the
+    refused call was changed. Not temporary: the same call fails again until keywords
+    are removed. ``scope`` is "message", "folder" or "length"; ``limit`` the bound hit.
+    Front ends answer IMAP ``NO [LIMIT]`` (RFC 5530 §3)."""
+
+    def __init__(self, message: str, *, scope: str, limit: int) -> None:
+        super().__init__(message)
+        self.scope = scope
+        self.limit = limit

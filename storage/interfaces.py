@@ -205,6 +205,9 @@ class MailStore(Protocol):
 
         ``index_json`` is the body's parsed IMAP index (see :meth:`set_index`), stored
         with the body in the same transaction when given.
+        Raises KeywordLimit (nothing stored) when ``flags`` break a bound of
+        :mod:`storage.keywords`: too many or too long keywords for one message, or a
+        keyword new to the folder when it already holds MAX_KEYWORDS_PER_FOLDER.
         """
 
     async def list_messages(self, folder_id: int, *, changed_since: int | None = None) -> list[MessageMeta]:
@@ -222,6 +225,11 @@ class MailStore(Protocol):
 
     async def first_unseen_uid(self, folder_id: int) -> int | None:
         """The lowest UID without \\Seen, or None."""
+
+    async def accepts_new_keywords(self, folder_id: int) -> bool:
+        """Whether a keyword no message of the folder carries can be added now: fewer
+        than MAX_KEYWORDS_PER_FOLDER distinct keywords in use (RFC 3501 §7.1: IMAP
+        PERMANENTFLAGS lists \\* only then). True for an unknown folder."""
 
     async def fetch_range(
         self, folder_id: int, first_uid: int, last_uid: int, *, with_index: bool = False
@@ -263,6 +271,10 @@ class MailStore(Protocol):
 
         Each changed message gets a new modseq (RFC 7162). Messages whose flags
         do not change are not in the result and keep their modseq.
+        Raises KeywordLimit, and changes no message at all, when the change would add a
+        keyword to a message and break a bound of :mod:`storage.keywords` (keywords per
+        message, octets per keyword, distinct keywords per folder). Removing keywords
+        and changing system flags are never refused.
         """
 
     async def expunge(self, folder_id: int, uids: Sequence[int] | None = None) -> list[int]:
@@ -270,10 +282,15 @@ class MailStore(Protocol):
         return the removed UIDs ascending."""
 
     async def copy(self, src_folder_id: int, uids: Sequence[int], dst_folder_id: int) -> list[tuple[int, int]]:
-        """Copy; return (source UID, new UID) pairs. The body is not duplicated."""
+        """Copy; return (source UID, new UID) pairs. The body is not duplicated.
+
+        The copies keep their flags; raises KeywordLimit (nothing copied) when their
+        keywords break a bound of :mod:`storage.keywords` in the destination, as for
+        :meth:`append`."""
 
     async def move(self, src_folder_id: int, uids: Sequence[int], dst_folder_id: int) -> list[tuple[int, int]]:
-        """Copy then expunge the sources in one transaction (RFC 6851)."""
+        """Copy then expunge the sources in one transaction (RFC 6851); KeywordLimit
+        as :meth:`copy` (nothing moved)."""
 
     # -- local delivery
     async def deliver(
@@ -295,6 +312,9 @@ class MailStore(Protocol):
         same commit when given. ``via_list`` maps a remote recipient to the distribution
         list it was reached through (stored as :attr:`QueuedRecipient.via_list`, so the
         outbound worker sends it with the list's bounce address).
+        A recipient's ``flags`` must respect the per-message bounds of
+        :mod:`storage.keywords` (else KeywordLimit, nothing written); the folder bound
+        is not applied, so mail is never refused for a folder's keywords.
         """
 
 

@@ -75,6 +75,8 @@ _TABLES: list[tuple[str, str, list[tuple[str, Callable[[Any], Any]]]]] = [
         ("folder_id", _same), ("uid", _same), ("blob_id", _same), ("flags", _same),
         ("seen", _b), ("deleted", _b), ("internal_date", _same), ("modseq", _same),
     ]),
+    # The registry of keywords defined per folder (a superset of those in use): kept as is.
+    ("folder_keywords", "folder_keywords", [("folder_id", _same), ("keyword", _same)]),
     ("queue", "queue", [
         ("id", _same), ("mail_from", _same), ("blob_id", _same), ("created", _dt),
         ("next_attempt", _dt), ("attempts", _same), ("warned", _b),
@@ -105,7 +107,7 @@ _IDENTITIES = ["accounts", "folders", "queue", "calendar_collections", "calendar
 #: Every table with data, children first (for --force emptying).
 _ALL_TARGET_TABLES = [
     "calendar_busy", "calendar_items", "calendar_collections", "queue_recipients", "queue",
-    "messages", "blob_data", "blobs", "folders", "list_members", "grants", "aliases",
+    "folder_keywords", "messages", "blob_data", "blobs", "folders", "list_members", "grants", "aliases",
     "accounts", "domains",
 ]
 #: SQLite tables not copied: derived data PostgreSQL does without (blob_search holds

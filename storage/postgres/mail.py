@@ -20,6 +20,8 @@ from storage.blobs import BlobStore
 from storage.callbacks import Callbacks
 from storage.errors import AlreadyExists, Conflict, NotFound, StorageError
 from storage.interfaces import FlagMode
+from storage.keywords import MAX_KEYWORDS_PER_FOLDER, check_message
+from storage.postgres import keywords as registry
 from storage.postgres.db import Connection, Db, Record, uid_array
 from storage.postgres.directory import next_uidvalidity
 from storage.postgres.notify import CHANNEL, Listener, Notifier
@@ -184,12 +186,17 @@ async def _copy(conn: Connection, src: int, uids: Sequence[int], dst: int) -> li
     )
     if not rows:
         return []
+    # A copy puts its keywords on a new message in ``dst``: the same bounds as APPEND.
+    added: set[str] = set()
+    for row in rows:
+        added |= check_message(frozenset(), decode_flags(row["flags"]))
     first, modseq = await _allocate(conn, dst, len(rows))
     pairs = [(row["uid"], first + i) for i, row in enumerate(rows)]
     out = _Rows()
     for (_, new_uid), row in zip(pairs, rows, strict=True):
         out.add(dst, new_uid, row["blob_id"], row["flags"], row["internal_date"], modseq)
     await out.insert(conn)
+    await registry.register(conn, dst, added)  # after the insert: counts what dst now holds
     return pairs
 
 
@@ -359,6 +366,7 @@ class PgMailStore:
                 await conn.execute(
                     "UPDATE messages SET folder_id = $1 WHERE folder_id = $2", new_id, row["id"]
                 )
+                await registry.move(conn, row["id"], new_id)
                 await _bump_modseq(conn, row["id"])
                 return None, (row["id"], new_id)
             children = await conn.fetch(
@@ -403,6 +411,7 @@ class PgMailStore:
         index_json: str | None = None,
     ) -> MessageMeta:
         flagset = normalize_flags(flags)
+        added = check_message(frozenset(), flagset)
         when = internal_date or now_utc().replace(microsecond=0)
         date = encode_date(when)
 
@@ -413,6 +422,7 @@ class PgMailStore:
             got = await _allocate_and_insert(
                 conn, [(folder_id, flagset)], blob_id, date, CHANNEL, payload
             )
+            await registry.register(conn, folder_id, added)  # after the insert, as in STORE
             uid, modseq = got[folder_id]
             meta = MessageMeta(uid, flagset, decode_date(date), modseq, len(body), blob_id)
             return meta, _Notified((folder_id,))
@@ -447,6 +457,18 @@ class PgMailStore:
             "SELECT min(uid) FROM messages WHERE folder_id = $1 AND NOT seen", folder_id
         )
         return None if value is None else int(value)
+
+    async def accepts_new_keywords(self, folder_id: int) -> bool:
+        count = await self._db.fetchval(
+            "SELECT count(*) FROM folder_keywords WHERE folder_id = $1", folder_id
+        )
+        if count < MAX_KEYWORDS_PER_FOLDER:
+            return True
+        # The registry may keep keywords no message carries any more: count the real ones.
+        used = await self._db.fetchval(
+            f"SELECT count(*) FROM ({registry.IN_USE_SQL}) AS u", folder_id, registry.SYSTEM
+        )
+        return int(used) < MAX_KEYWORDS_PER_FOLDER
 
     async def fetch_range(
         self, folder_id: int, first_uid: int, last_uid: int, *, with_index: bool = False
@@ -535,6 +557,7 @@ class PgMailStore:
             )
             refused: list[int] = []
             updates: list[tuple[int, frozenset[str]]] = []
+            added: set[str] = set()
             for row in rows:
                 # RFC 7162 §3.1.3: UNCHANGEDSINCE refuses messages changed after it.
                 if unchanged_since is not None and row["modseq"] > unchanged_since:
@@ -548,6 +571,7 @@ class PgMailStore:
                 else:
                     new = flagset
                 if new != current:
+                    added |= check_message(current, new)  # KeywordLimit: nothing written yet
                     updates.append((row["uid"], new))
             if not updates:
                 return ([], refused), ()
@@ -561,6 +585,9 @@ class PgMailStore:
                 ["\\Seen" in f for _, f in updates], ["\\Deleted" in f for _, f in updates],
                 folder_id,
             )
+            # After the update, so a full folder is counted as the STORE leaves it; a
+            # KeywordLimit here rolls the whole transaction back.
+            await registry.register(conn, folder_id, added)
             changes = [FlagChange(uid, new, modseq) for uid, new in updates]
             return (changes, refused), (folder_id,)
 
@@ -627,6 +654,8 @@ class PgMailStore:
         if not recipients and not remote_recipients:
             raise Conflict("a delivery needs at least one recipient")
         targets = [(r.account_id, normalize_folder(r.folder), normalize_flags(r.flags)) for r in recipients]
+        for _, _, flags in targets:
+            check_message(frozenset(), flags)
         remote = list(dict.fromkeys(a.strip() for a in remote_recipients))
         now = now_utc()
         date = encode_date(internal_date or now.replace(microsecond=0))
@@ -656,6 +685,9 @@ class PgMailStore:
                 conn, sorted(chosen.values(), key=lambda v: v[0]), blob_id, date, CHANNEL, payload,
             ) if chosen else {}
             uids = {key: got[fid][0] for key, (fid, _) in chosen.items()}
+            for fid, flags in chosen.values():
+                # Recorded, never refused: mail is not bounced for a folder's keywords.
+                await registry.register(conn, fid, check_message(frozenset(), flags), enforce=False)
             queue_id: int | None = None
             if remote:
                 queue_id = await conn.fetchval(

@@ -211,8 +211,22 @@ _CALENDARS = [
     "CREATE INDEX calendar_busy_item ON calendar_busy (item_id)",
 ]
 
+# Keyword bounds, as storage/sqlite/schema.py _FOLDER_KEYWORDS: the keywords defined in
+# each folder (a superset of those its messages carry), filled from the messages.
+_FOLDER_KEYWORDS = [
+    """CREATE TABLE folder_keywords (
+        folder_id BIGINT NOT NULL REFERENCES folders (id) ON DELETE CASCADE,
+        keyword TEXT NOT NULL,
+        PRIMARY KEY (folder_id, keyword)
+    )""",
+    """INSERT INTO folder_keywords (folder_id, keyword)
+    SELECT DISTINCT m.folder_id, k FROM messages m, unnest(string_to_array(m.flags, ' ')) AS k
+    WHERE m.flags <> '' AND k <> ''
+        AND k <> ALL (ARRAY['\\Seen', '\\Answered', '\\Flagged', '\\Deleted', '\\Draft'])""",
+]
+
 #: Ordered migration steps; the schema version is len(MIGRATIONS) when all are applied.
-MIGRATIONS: list[list[str]] = [_V1, _CALENDARS]
+MIGRATIONS: list[list[str]] = [_V1, _CALENDARS, _FOLDER_KEYWORDS]
 
 SCHEMA_VERSION = len(MIGRATIONS)
 

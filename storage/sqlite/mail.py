@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 from storage.callbacks import Callbacks
 from storage.errors import AlreadyExists, Conflict, NotFound, StorageError
 from storage.interfaces import FlagMode
+from storage.keywords import MAX_KEYWORDS_PER_FOLDER, check_message, keywords_in_texts
+from storage.sqlite import keywords as registry
 from storage.sqlite.directory import next_uidvalidity
 from storage.sqlite.reader import Reader
 from storage.sqlite.util import (
@@ -224,6 +226,10 @@ def _copy(
     ).fetchall()
     if not rows:
         return []
+    # A copy puts its keywords on a new message in ``dst``: the same bounds as APPEND.
+    added: set[str] = set()
+    for row in rows:
+        added |= check_message(frozenset(), decode_flags(row["flags"]))
     first, modseq = _allocate(conn, dst, len(rows))
     pairs = [(row["uid"], first + i) for i, row in enumerate(rows)]
     conn.executemany(
@@ -235,6 +241,7 @@ def _copy(
             for (_, new_uid), row in zip(pairs, rows, strict=True)
         ],
     )
+    registry.register(conn, dst, added)  # after the insert: counts what dst now holds
     return pairs
 
 
@@ -356,6 +363,7 @@ class SqliteMailStore:
                 conn.execute(
                     "UPDATE messages SET folder_id = ? WHERE folder_id = ?", (new_id, row["id"])
                 )
+                registry.move(conn, row["id"], new_id)
                 _bump_modseq(conn, row["id"])
                 return None, (row["id"], new_id)
             children = conn.execute(
@@ -398,6 +406,7 @@ class SqliteMailStore:
         index_json: str | None = None,
     ) -> MessageMeta:
         flagset = normalize_flags(flags)
+        added = check_message(frozenset(), flagset)
         when = internal_date or now_utc().replace(microsecond=0)
         date = encode_date(when)
 
@@ -405,6 +414,7 @@ class SqliteMailStore:
             _require_folder(conn, folder_id)
             blob_id = _store_blob(conn, body, index_json)
             uid, modseq = _insert_message(conn, folder_id, blob_id, flagset, date)
+            registry.register(conn, folder_id, added)  # after the insert, as in STORE
             meta = MessageMeta(uid, flagset, decode_date(date), modseq, len(body), blob_id)
             return meta, (folder_id,)
 
@@ -442,6 +452,16 @@ class SqliteMailStore:
             "SELECT min(uid) FROM messages WHERE folder_id = ? AND seen = 0", (folder_id,)
         )
         return None if row is None or row[0] is None else int(row[0])
+
+    async def accepts_new_keywords(self, folder_id: int) -> bool:
+        row = await self._r.one(
+            "SELECT count(*) FROM folder_keywords WHERE folder_id = ?", (folder_id,)
+        )
+        if row is not None and row[0] < MAX_KEYWORDS_PER_FOLDER:
+            return True
+        # The registry may keep keywords no message carries any more: count the real ones.
+        rows = await self._r.all("SELECT flags FROM messages WHERE folder_id = ?", (folder_id,))
+        return len(keywords_in_texts(r[0] for r in rows)) < MAX_KEYWORDS_PER_FOLDER
 
     async def fetch_range(
         self, folder_id: int, first_uid: int, last_uid: int, *, with_index: bool = False
@@ -529,6 +549,7 @@ class SqliteMailStore:
             ).fetchall()
             refused: list[int] = []
             updates: list[tuple[int, frozenset[str]]] = []
+            added: set[str] = set()
             for row in rows:
                 # RFC 7162 §3.1.3: UNCHANGEDSINCE refuses messages changed after it.
                 if unchanged_since is not None and row["modseq"] > unchanged_since:
@@ -542,6 +563,7 @@ class SqliteMailStore:
                 else:
                     new = flagset
                 if new != current:
+                    added |= check_message(current, new)  # KeywordLimit: nothing written yet
                     updates.append((row["uid"], new))
             if not updates:
                 return ([], refused), ()
@@ -552,6 +574,9 @@ class SqliteMailStore:
                 " WHERE folder_id = ? AND uid = ?",
                 [(*_flag_columns(new), modseq, folder_id, uid) for uid, new in updates],
             )
+            # After the update, so a full folder is counted as the STORE leaves it; a
+            # KeywordLimit here rolls the whole job back.
+            registry.register(conn, folder_id, added)
             changes = [FlagChange(uid, new, modseq) for uid, new in updates]
             return (changes, refused), (folder_id,)
 
@@ -622,6 +647,8 @@ class SqliteMailStore:
             raise Conflict("a delivery needs at least one recipient")
         targets = [(r.account_id, normalize_folder(r.folder), normalize_flags(r.flags))
                    for r in recipients]
+        for _, _, flags in targets:
+            check_message(frozenset(), flags)
         remote = list(dict.fromkeys(a.strip() for a in remote_recipients))
         now = now_utc()
         date = encode_date(internal_date or now.replace(microsecond=0))
@@ -641,6 +668,8 @@ class SqliteMailStore:
                 if key in uids:
                     continue
                 uid, _ = _insert_message(conn, row["id"], blob_id, flags, date)
+                # Recorded, never refused: mail is not bounced for a folder's keywords.
+                registry.register(conn, row["id"], check_message(frozenset(), flags), enforce=False)
                 uids[key] = uid
                 changed.append(row["id"])
             queue_id: int | None = None

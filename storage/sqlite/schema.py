@@ -199,8 +199,31 @@ _BLOB_SEARCH = [
     ) WITHOUT ROWID""",
 ]
 
+# Keyword bounds (storage/keywords.py): the keywords defined in each folder, so a change
+# can tell in a few index lookups whether it brings a new keyword into the folder and
+# how many the folder holds (MAX_KEYWORDS_PER_FOLDER). Invariant: every keyword a message
+# of the folder carries has a row; rows of keywords no message carries any more stay
+# until the folder needs room (storage/sqlite/keywords.py). Filled here from the
+# messages' flags; the system flags are no keywords.
+_FOLDER_KEYWORDS = [
+    """CREATE TABLE folder_keywords (
+        folder_id INTEGER NOT NULL REFERENCES folders (id) ON DELETE CASCADE,
+        keyword TEXT NOT NULL,
+        PRIMARY KEY (folder_id, keyword)
+    ) WITHOUT ROWID""",
+    """WITH RECURSIVE split (folder_id, word, rest) AS (
+        SELECT folder_id, '', flags || ' ' FROM messages WHERE flags <> ''
+        UNION ALL
+        SELECT folder_id, substr(rest, 1, instr(rest, ' ') - 1), substr(rest, instr(rest, ' ') + 1)
+        FROM split WHERE rest <> ''
+    )
+    INSERT OR IGNORE INTO folder_keywords (folder_id, keyword)
+    SELECT DISTINCT folder_id, word FROM split
+    WHERE word <> '' AND word NOT IN ('\\Seen', '\\Answered', '\\Flagged', '\\Deleted', '\\Draft')""",
+]
+
 #: Ordered migration steps; the schema version is len(MIGRATIONS) when all are applied.
-MIGRATIONS: list[list[str]] = [_V1, _V2_OUTBOUND_QUEUE, _CALENDARS, _BLOB_SEARCH]
+MIGRATIONS: list[list[str]] = [_V1, _V2_OUTBOUND_QUEUE, _CALENDARS, _BLOB_SEARCH, _FOLDER_KEYWORDS]
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
