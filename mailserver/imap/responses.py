@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from storage.errors import StorageError, StorageFull
+from storage.errors import KeywordLimit, StorageError, StorageFull
 
 # Response codes, named so the code shows (RFC 5530 unless noted).
 AUTHENTICATIONFAILED = "AUTHENTICATIONFAILED"
@@ -68,13 +68,26 @@ def nonexistent() -> ImapError:
     return ImapError("NO", "No such mailbox", NONEXISTENT)
 
 
+def keyword_limit(err: KeywordLimit) -> ImapError:
+    """``NO [LIMIT]`` (RFC 5530 §3: "the operation ... would exceed a server limit") for
+    a change refused by the keyword bounds of :mod:`storage.keywords`; nothing changed."""
+    if err.scope == "length":
+        return no(f"Keyword too long (the limit is {err.limit} octets)", LIMIT)
+    if err.scope == "folder":
+        return no(f"Too many keywords in this mailbox (the limit is {err.limit})", LIMIT)
+    return no(f"Too many keywords on a message (the limit is {err.limit})", LIMIT)
+
+
 def storage_failure(err: StorageError) -> ImapError:
     """The NO for a command the store could not carry out. A full store is
     ``NO [OVERQUOTA]``: RFC 5530 has no code for a full disk, and OVERQUOTA ("the
     operation would exceed space limits") is the one that tells the client the write
     was refused for lack of space and may succeed later, as Dovecot answers ENOSPC.
     Anything else is ``NO [UNAVAILABLE]`` ("a subsystem is down"). Both are temporary:
-    nothing of the failed command was kept."""
+    nothing of the failed command was kept. A keyword bound is ``NO [LIMIT]``
+    (:func:`keyword_limit`), which is not temporary."""
+    if isinstance(err, KeywordLimit):
+        return keyword_limit(err)
     if isinstance(err, StorageFull):
         return no("Not enough storage space, try again later", OVERQUOTA)
     return no("Temporary failure, try again later", UNAVAILABLE)

@@ -20,17 +20,20 @@ from mailserver.imap.responses import (
     READ_WRITE,
     TRYCREATE,
     bad,
+    keyword_limit,
     no,
     nonexistent,
 )
 from mailserver.imap.view import SelectedView
-from storage.errors import AlreadyExists, Conflict, NotFound
+from storage.errors import AlreadyExists, Conflict, KeywordLimit, NotFound
+from storage.keywords import check_message
 from storage.types import Folder
 
 if TYPE_CHECKING:
     from mailserver.imap.session import Session
 
-#: RFC 3501 §7.2.6 system flags; PERMANENTFLAGS adds \* (clients may create keywords).
+#: RFC 3501 §7.2.6 system flags; PERMANENTFLAGS adds \* while clients may create
+#: keywords (the folder holds fewer than storage.keywords.MAX_KEYWORDS_PER_FOLDER).
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 COMMON_KEYWORDS = ("$Forwarded", "$Junk", "$NotJunk", "$MDNSent")
 
@@ -46,6 +49,8 @@ def storage_errors() -> Iterator[None]:
         raise no("Mailbox already exists", ALREADYEXISTS) from None
     except Conflict:
         raise no("Cannot do that to this mailbox", CANNOT) from None
+    except KeywordLimit as err:
+        raise keyword_limit(err) from None
 
 
 def _ns(s: Session):  # type: ignore[no-untyped-def]
@@ -71,7 +76,12 @@ async def select(s: Session, cmd: p.Select | p.Examine) -> str:
             s.send(b"* OK [UNSEEN %d] First unseen\r\n" % seq)
     s.send(b"* OK [UIDVALIDITY %d] UIDs valid\r\n" % folder.uidvalidity)
     s.send(b"* OK [UIDNEXT %d] Predicted next UID\r\n" % folder.uidnext)
-    perm = b"()" if readonly else encode.flag_list(SYSTEM_FLAGS + COMMON_KEYWORDS + ("\\*",))
+    if readonly:
+        perm = b"()"
+    elif await s.app.store.mail.accepts_new_keywords(folder.id):
+        perm = encode.flag_list(SYSTEM_FLAGS + COMMON_KEYWORDS + ("\\*",))
+    else:  # RFC 3501 §7.1: no \* once no new keyword can be created
+        perm = encode.flag_list(SYSTEM_FLAGS + COMMON_KEYWORDS)
     s.send(b"* OK [PERMANENTFLAGS " + perm + b"] Limited\r\n")
     s.send(b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % folder.highestmodseq)
     s.select(view)
@@ -276,12 +286,17 @@ async def append(s: Session, cmd: p.Append) -> str:
     if folder is None:
         raise no("No such mailbox", TRYCREATE)
     loop = asyncio.get_running_loop()
-    uids = []
     for message in cmd.messages:
         if not message.data:
             raise no("Empty message")
         if "\\Recent" in (f.capitalize() for f in message.flags):
             raise bad("\\Recent cannot be set")
+        # Each message's own keyword bounds before any is stored (RFC 3502 §3:
+        # MULTIAPPEND stores all or none); the folder's bound is the store's to check.
+        with storage_errors():
+            check_message(frozenset(), frozenset(message.flags))
+    uids = []
+    for message in cmd.messages:
         # MIME parsing of a large message stays off the event loop (STYLE §5).
         index_json = await loop.run_in_executor(None, mime.index_json, message.data)
         with storage_errors():

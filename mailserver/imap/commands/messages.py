@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING
 
 from mailserver.imap import parser as p
 from mailserver.imap.commands.fetch import FETCH_BATCH, batches
-from mailserver.imap.responses import READ_ONLY, TRYCREATE, ImapError, bad, no
+from mailserver.imap.responses import READ_ONLY, TRYCREATE, ImapError, bad, keyword_limit, no
 from mailserver.imap.view import SelectedView
-from storage.errors import Conflict
+from storage.errors import Conflict, KeywordLimit
 from storage.interfaces import FlagMode
 
 if TYPE_CHECKING:
@@ -97,6 +97,8 @@ async def store(s: Session, cmd: p.Store) -> str:
         )
     except Conflict:
         raise bad("Invalid flag") from None
+    except KeywordLimit as err:  # RFC 5530 §3; no message was changed
+        raise keyword_limit(err) from None
     if changes and view.highestmodseq == changes[0].modseq - 1:
         view.highestmodseq = changes[0].modseq  # nobody else changed the folder in between
     else:
@@ -145,10 +147,13 @@ async def copy(s: Session, cmd: p.Copy | p.Move) -> str:
     if not uids:
         return f"{name} completed"
     mail = s.app.store.mail
-    if is_move:
-        pairs = await mail.move(view.folder.id, uids, dst.id)
-    else:
-        pairs = await mail.copy(view.folder.id, uids, dst.id)
+    try:
+        if is_move:
+            pairs = await mail.move(view.folder.id, uids, dst.id)
+        else:
+            pairs = await mail.copy(view.folder.id, uids, dst.id)
+    except KeywordLimit as err:  # the destination would break a keyword bound; nothing copied
+        raise keyword_limit(err) from None
     if not pairs:
         return f"{name} completed"
     code = f"COPYUID {dst.uidvalidity} {uid_set([a for a, _ in pairs])} {uid_set([b for _, b in pairs])}"
