@@ -33,6 +33,7 @@ from storage.sqlite.util import (
     normalize_flags,
     normalize_folder,
     now_utc,
+    plan_flag_changes,
 )
 from storage.sqlite.writer import Writer
 from storage.types import (
@@ -547,24 +548,7 @@ class SqliteMailStore:
                 " ORDER BY uid",
                 (folder_id, uid_json),
             ).fetchall()
-            refused: list[int] = []
-            updates: list[tuple[int, frozenset[str]]] = []
-            added: set[str] = set()
-            for row in rows:
-                # RFC 7162 §3.1.3: UNCHANGEDSINCE refuses messages changed after it.
-                if unchanged_since is not None and row["modseq"] > unchanged_since:
-                    refused.append(row["uid"])
-                    continue
-                current = decode_flags(row["flags"])
-                if mode == "add":
-                    new = current | flagset
-                elif mode == "remove":
-                    new = current - flagset
-                else:
-                    new = flagset
-                if new != current:
-                    added |= check_message(current, new)  # KeywordLimit: nothing written yet
-                    updates.append((row["uid"], new))
+            updates, refused, added = plan_flag_changes(rows, mode, flagset, unchanged_since)
             if not updates:
                 return ([], refused), ()
             # RFC 7162 §3: one STORE gets one new mod-sequence, above all earlier ones.

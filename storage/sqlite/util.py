@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 from storage.errors import AlreadyExists, Conflict, StorageError, StorageFull, Unavailable
+from storage.keywords import check_message
 
 INBOX = "INBOX"
 
@@ -62,6 +64,33 @@ def encode_flags(flags: frozenset[str]) -> str:
 
 def decode_flags(text: str) -> frozenset[str]:
     return frozenset(text.split()) if text else frozenset()
+
+
+def plan_flag_changes(
+    rows: Iterable[Mapping[str, Any]], mode: str, flags: frozenset[str], unchanged_since: int | None
+) -> tuple[list[tuple[int, frozenset[str]]], list[int], set[str]]:
+    """A STORE worked out on ``rows`` (uid, flags, modseq; either backend's rows), before
+    anything is written: the (uid, new flags) to write, the UIDs refused by
+    UNCHANGEDSINCE (RFC 7162 §3.1.3), and the keywords the change adds. Raises
+    KeywordLimit (storage.keywords.check_message) when a message would pass a bound."""
+    updates: list[tuple[int, frozenset[str]]] = []
+    refused: list[int] = []
+    added: set[str] = set()
+    for row in rows:
+        if unchanged_since is not None and row["modseq"] > unchanged_since:
+            refused.append(row["uid"])
+            continue
+        current = decode_flags(row["flags"])
+        if mode == "add":
+            new = current | flags
+        elif mode == "remove":
+            new = current - flags
+        else:
+            new = flags
+        if new != current:
+            added |= check_message(current, new)
+            updates.append((row["uid"], new))
+    return updates, refused, added
 
 
 def now_utc() -> datetime:
