@@ -67,12 +67,6 @@ _KIND_NAMES = {
     AccountKind.LIST: "a distribution list",
 }
 
-_RIGHT_NAMES = {
-    Right.FULL_ACCESS: "Full Access",
-    Right.SEND_AS: "Send As",
-    Right.SEND_ON_BEHALF: "Send on Behalf",
-}
-
 
 class LicenceStatus(NamedTuple):
     """Seats of the licence pool: configured, assigned, still free."""
@@ -671,11 +665,6 @@ def display_name(name: str) -> str:
     if len(name) > MAX_DISPLAY_NAME:
         raise AccountError(f"a display name is at most {MAX_DISPLAY_NAME} characters, not {len(name)}")
     return name
-
-
-def right_name(right: Right) -> str:
-    """``"Send As"`` and so on, for messages and the CLI."""
-    return _RIGHT_NAMES[right]
 
 
 def _time_of_day(key: str, value: Any) -> str:

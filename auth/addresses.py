@@ -239,6 +239,3 @@ def domain_of(address: str) -> str:
     return address.rpartition("@")[2]
 
 
-def local_part_of(address: str) -> str:
-    """The local part of an address already in normal form."""
-    return address.rpartition("@")[0]

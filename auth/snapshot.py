@@ -50,9 +50,6 @@ class DirectorySnapshot:
     members: Mapping[str, tuple[str, ...]]  # list address -> direct members, as added
     grants: Mapping[tuple[str, str], frozenset[Right]]  # (mailbox, user) -> rights
 
-    def is_local_domain(self, domain: str) -> bool:
-        return _key(domain) in self.domains
-
     def get_account(self, address: str) -> Account | None:
         """The account with exactly this address (aliases not followed)."""
         return self.accounts.get(_key(address))

@@ -34,10 +34,6 @@ class Reply:
     def is_success(self) -> bool:
         return 200 <= self.code < 400
 
-    @property
-    def is_temporary(self) -> bool:
-        return 400 <= self.code < 500
-
     def line(self) -> str:
         """The reply as one line without CRLF (RFC 5321 §4.2, RFC 2034 §4)."""
         if self.enhanced:

@@ -127,13 +127,6 @@ class Router:
         self._list_bounce_sender = list_bounce_sender
         self._postmaster = normalize_address(postmaster) if postmaster else None
 
-    async def local_domains(self) -> frozenset[str]:
-        """The local domains, as of the current snapshot."""
-        return (await self.directory.snapshot()).domains
-
-    async def is_local_domain(self, domain: str) -> bool:
-        return _is_local(await self.directory.snapshot(), domain)
-
     async def resolve(self, address: str, sender: SenderContext) -> Resolution:
         """Resolve one RCPT TO address for ``sender``. Never raises for bad input."""
         snap = await self.directory.snapshot()

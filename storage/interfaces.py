@@ -243,10 +243,6 @@ class MailStore(Protocol):
         The index is derived from the body, so it never changes once written.
         """
 
-    async def uids_matching_index(self, folder_id: int, needle: str) -> list[int]:
-        """UIDs whose body index may contain ``needle`` (ASCII case-insensitive), plus
-        those without an index: a superset for SEARCH to check exactly."""
-
     async def search_index(self, folder_id: int, field: str, needle: str) -> tuple[list[int], list[int]]:
         """SEARCH FROM, TO, CC, BCC or SUBJECT (RFC 3501 §6.4.4) on the bodies' index.
 

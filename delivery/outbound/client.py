@@ -36,11 +36,6 @@ class Outcome:
     diagnostic: str
     remote: str | None = None
 
-    @property
-    def smtp_code(self) -> int | None:
-        head = self.diagnostic[:3]
-        return int(head) if head.isdigit() else None
-
 
 #: Told a delivery's per-recipient outcomes once, as soon as they are known: right
 #: after the DATA reply (or the last RCPT reply when none was accepted), before QUIT.

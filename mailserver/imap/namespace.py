@@ -106,14 +106,9 @@ class Namespace:
             return "Access to this mailbox was revoked"
         return None
 
-    async def can_open_account(self, account: Account) -> bool:
-        """True when the user may (still) open ``account``'s folders."""
-        if account.id == self.principal.mailbox.id:
-            return await self.refusal() is None
-        return await can_open(self._store.directory, self.principal.user, account)
-
     async def can_open_account_id(self, account_id: int) -> bool:
-        """:meth:`can_open_account` by account id (False once the account is gone)."""
+        """True when the user may (still) open the folders of the account with this id
+        (False once the account is gone)."""
         if account_id == self.principal.mailbox.id:
             return True  # checked by refusal()
         account = await self._store.directory.get_account_by_id(account_id)

@@ -57,10 +57,9 @@ DATA_BLOCK = 64 * 1024
 MAIL_LINE_LIMIT = 512 + 26 + 10 + 14
 #: RFC 4954 §4: an AUTH command with its initial response may be 12288 octets.
 AUTH_LINE_LIMIT = 12288
-#: Longest base64 SASL response line read after a 334 challenge (same bound).
-SASL_LINE_LIMIT = 12288
 #: An open (unterminated) line longer than this cannot become a valid command (AUTH
-#: is the longest, RFC 4954 §4) and is not buffered further: 421 and close.
+#: is the longest, RFC 4954 §4) nor a SASL response to a 334 challenge, and is not
+#: buffered further: 421 and close.
 OPEN_LINE_LIMIT = AUTH_LINE_LIMIT + 2
 #: Seconds a 421 may take to reach a client that does not read before the socket is
 #: aborted (close() alone waits for the send buffer to drain, forever if nobody reads).

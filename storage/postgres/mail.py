@@ -505,17 +505,6 @@ class PgMailStore:
 
         await self._db.transaction(tx)
 
-    async def uids_matching_index(self, folder_id: int, needle: str) -> list[int]:
-        # The index holds header text as sent (possibly encoded-words), so callers must
-        # still check each candidate exactly.
-        rows = await self._db.fetch(
-            "SELECT m.uid FROM messages m JOIN blobs b ON b.id = m.blob_id"
-            " WHERE m.folder_id = $1 AND (b.index_json IS NULL"
-            " OR strpos(lower(b.index_json), lower($2)) > 0) ORDER BY m.uid",
-            folder_id, needle,
-        )
-        return [r[0] for r in rows]
-
     async def search_index(self, folder_id: int, field: str, needle: str) -> tuple[list[int], list[int]]:
         if field not in _SEARCH_FIELDS:
             raise StorageError(f"no search index for field {field!r}")

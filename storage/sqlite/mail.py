@@ -495,17 +495,6 @@ class SqliteMailStore:
 
         await self._w.submit(job)
 
-    async def uids_matching_index(self, folder_id: int, needle: str) -> list[int]:
-        # instr(lower(...)) folds ASCII only, and the index holds header text as sent
-        # (possibly encoded-words), so callers must still check each candidate exactly.
-        rows = await self._r.all(
-            "SELECT m.uid FROM messages m JOIN blobs b ON b.id = m.blob_id"
-            " WHERE m.folder_id = ? AND (b.index_json IS NULL"
-            " OR instr(lower(b.index_json), lower(?)) > 0) ORDER BY m.uid",
-            (folder_id, needle),
-        )
-        return [r[0] for r in rows]
-
     async def search_index(self, folder_id: int, field: str, needle: str) -> tuple[list[int], list[int]]:
         column = _SEARCH_COLUMNS.get(field)
         if column is None:
